@@ -1,0 +1,9 @@
+"""Per-sample float64 loops for the value-based losses (network-free: inputs are network OUTPUTS).
+
+Modules: :mod:`.common` (distance, reduction, action gathering), :mod:`.dqn`, :mod:`.distributional`,
+:mod:`.qmixer`, :mod:`.iql`.
+"""
+
+from . import common, distributional, dqn, iql, qmixer
+
+__all__ = ["common", "dqn", "distributional", "qmixer", "iql"]
