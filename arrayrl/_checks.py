@@ -85,7 +85,8 @@ def _check_kind(x: Any, name: str, kind: str, what: str) -> None:
     if is_taped(x):
         xp = xp._arrayrl_base
     if not xp.isdtype(x.dtype, kind):
-        raise TypeError(f"{name}: expected a {what} dtype, got {x.dtype}")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise TypeError(f"{name}: expected {article} {what} dtype, got {x.dtype}")
 
 
 def check_floating(x: Any, name: str) -> None:
