@@ -8,7 +8,8 @@ Rules implemented here:
 
 * taped arrays (:class:`arrayrl.autodiff.Tensor`) win: if any input is taped, the *taped namespace* over the
   backend namespace is returned, so the same code records a tape;
-* ``None`` and Python scalars (``bool``, ``int``, ``float``) are ignored;
+* ``None`` and Python scalars (``bool``, ``int``, ``float``) are ignored; NumPy scalars (``np.float64(1.0)``, the
+  0-d results of NumPy reductions) count as NumPy only when no other array is given;
 * Python lists/tuples, NumPy scalars of object dtype and other non-arrays raise ``TypeError``;
 * mixing libraries (NumPy with torch, say) or devices (``cpu`` with ``cuda:0``) raises ``TypeError`` naming both.
 
@@ -54,7 +55,7 @@ def is_array(x: Any) -> bool:
     """True for a backend array or a taped array (not for Python scalars, lists or ``None``)."""
     if is_taped(x):
         return True
-    if isinstance(x, np.ndarray):
+    if isinstance(x, (np.ndarray, np.generic)):
         return True
     if isinstance(x, (list, tuple, dict, str, bytes)) or x is None or isinstance(x, _SCALARS):
         return False
@@ -121,7 +122,13 @@ def namespace_of(*arrays: Any, xp: Any = None) -> Any:
     taped_ns = None
     device = None
     device_src = None
+    numpy_scalar = False
     for i, a in enumerate(arrays):
+        if isinstance(a, np.generic):
+            # A NumPy scalar (the 0-d result of a NumPy reduction) is NumPy's when nothing else decides, and is
+            # otherwise a weak scalar like a Python float (so ``gamma=np.float64(0.99)`` works with torch arrays).
+            numpy_scalar = True
+            continue
         if a is None or isinstance(a, _SCALARS):
             continue
         if is_taped(a):
@@ -151,6 +158,8 @@ def namespace_of(*arrays: Any, xp: Any = None) -> Any:
                 device, device_src = dev, i
             elif dev != device:
                 raise TypeError(f"mixed devices: argument {device_src} is on {device}, argument {i} is on {dev}")
+    if base is None and numpy_scalar and xp is None:
+        return np
     if base is None:
         if xp is None:
             raise TypeError("namespace_of: no array among the inputs and no xp= given")

@@ -84,3 +84,10 @@ def test_to_numpy_roundtrip(xp):
     out = to_numpy(xp.from_numpy(v))
     assert isinstance(out, np.ndarray)
     np.testing.assert_array_equal(out, v)
+
+
+def test_numpy_scalars_are_weak():
+    torch = pytest.importorskip("torch")
+    assert namespace_of(np.float64(1.0)) is np
+    assert backend_name(namespace_of(torch.ones(2), np.float64(0.5))) == "torch"
+    assert is_array(np.float32(1.0))

@@ -1,0 +1,778 @@
+"""Distributions for policies: :class:`Normal`, :class:`IndependentNormal`, :class:`TanhNormal`, :class:`Delta`,
+:class:`TanhDelta`, :class:`Categorical`, :class:`OneHotCategorical`.
+
+Written once against the array API: parameters may be raw arrays of any backend or taped
+:class:`arrayrl.autodiff.Tensor`\\ s, so ``log_prob``, ``entropy`` and ``rsample`` are differentiable through the
+tape. Parametrisations, formulas and roundings follow ``torch.distributions`` and
+``torchrl.modules.distributions`` (TorchRL 0.14.1), so values match them to float64 round-off.
+
+Common interface (shapes: ``S`` sample shape, ``B`` batch shape, ``E`` event shape):
+
+* ``log_prob(value)``: ``value [*S, *B, *E] -> [*S, *B]``;
+* ``entropy() -> [*B]`` where an analytic form exists (``NotImplementedError`` otherwise, as torch);
+* ``sample(generator, sample_shape=(), *, noise=None) -> [*S, *B, *E]`` (no gradient), ``rsample`` (reparameterised,
+  ``has_rsample``), and ``sample_and_log_prob`` / ``rsample_and_log_prob`` (score the same draw; TanhNormal scores
+  its pre-tanh value, TorchRL's ``rsample_and_log_prob``). Randomness comes from an :class:`arrayrl.random.Generator`
+  or from ``noise`` (standard-normal draws for the Normal family, uniform ``[0, 1)`` draws ``[*S, *B]`` for the
+  categorical ones), so a test can replay torch's draws;
+* ``mode``, ``mean``, ``deterministic_sample`` (what TorchRL's ``ExplorationType.DETERMINISTIC`` returns).
+
+Validation: shapes and dtypes are always checked (``ValueError``/``TypeError`` naming the argument). Checks that
+read data (``scale > 0``, ``high > low`` for array bounds, ``value`` inside the support) force a device
+synchronisation, so they run only with ``validate_args=True`` (off by default, as TorchRL turns torch's off).
+
+Divergences from TorchRL 0.14.1 (``torchrl_compat=True`` reproduces TorchRL):
+
+* ``TanhDelta`` with bounds other than ``[-1, 1]``: TorchRL adds the action-space centre ``(high + low) / 2`` to
+  the *pre-tanh* parameter before ``tanh`` and the affine map, so ``param = 0`` does not map to the centre of the
+  box. arrayrl maps ``param`` through ``tanh`` and the affine map only.
+* ``TanhNormal(tanh_loc=True)`` with such bounds: the same pre-tanh shift of ``loc``.
+* ``IndependentNormal(tanh_loc=True)``: TorchRL ignores ``tanh_loc`` at construction (applies it only in
+  ``update``); arrayrl applies it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from . import ops
+from ._backend import backend_name, device_of, is_taped, namespace_of
+from ._checks import check_array, check_floating, check_integer
+from .autodiff import defvjp, primitive, stop_gradient
+
+__all__ = [
+    "Distribution",
+    "Normal",
+    "IndependentNormal",
+    "TanhNormal",
+    "Delta",
+    "TanhDelta",
+    "Categorical",
+    "OneHotCategorical",
+    "safe_tanh",
+    "safe_atanh",
+    "tanh_log_abs_det_jacobian",
+]
+
+_HALF_LOG_2PI = math.log(math.sqrt(2.0 * math.pi))
+_LOG2 = math.log(2.0)
+_TORCH_SOFTPLUS_THRESHOLD = 20.0  # torch.nn.functional.softplus(x) returns x where x > 20
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _shape(sample_shape: Any) -> tuple:
+    if isinstance(sample_shape, int):
+        return (int(sample_shape),)
+    return tuple(int(s) for s in sample_shape)
+
+
+def _sg(x: Any) -> Any:
+    return stop_gradient(x) if is_taped(x) else x
+
+
+def _raw_xp(xp: Any) -> Any:
+    return getattr(xp, "_arrayrl_base", xp)
+
+
+def _resolution(xp: Any, dtype: Any) -> float:
+    """``torch.finfo(dtype).resolution``: ``10 ** -floor(-log10(eps))`` (1e-6 for float32, 1e-15 for float64)."""
+    eps = float(_raw_xp(xp).finfo(dtype).eps)
+    return 10.0 ** -int(-math.log10(eps))
+
+
+def _sum_rightmost(x: Any, n: int, xp: Any) -> Any:
+    if n == 0:
+        return x
+    return xp.sum(x, axis=tuple(range(-n, 0)))
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _check_value(value: Any, shape: tuple, name: str = "value") -> int:
+    """``value.shape`` must be ``[*S, *shape]``; returns ``len(S)``."""
+    check_array(value, name)
+    got = tuple(value.shape)
+    k = len(shape)
+    if len(got) < k or (k and got[len(got) - k:] != tuple(shape)):
+        raise ValueError(f"{name}: expected shape [*sample_shape, *{_fmt(shape)}] (batch + event shape), got {_fmt(got)}")
+    return len(got) - k
+
+
+def _param(x: Any, like: Any, name: str) -> Any:
+    """A float parameter: Python numbers become arrays of ``like``'s namespace/dtype/device; arrays are checked."""
+    xp = namespace_of(like)
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return _raw_xp(xp).asarray(float(x), dtype=like.dtype, device=device_of(like))
+    if callable(x) and not hasattr(x, "shape"):
+        x = x(like)  # TorchRL accepts a callable scale (torch.ones_like...)
+    check_floating(x, name)
+    namespace_of(x, like)  # same library and device
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name}: expected dtype {like.dtype} (that of loc), got {x.dtype}")
+    return x
+
+
+def _draw(generator: Any, noise: Any, sample_shape: Any, shape: tuple, dtype: Any, kind: str, like: Any) -> Any:
+    """Noise of shape ``sample_shape + shape``: ``noise`` if given, else ``generator.normal``/``uniform``.
+
+    Given ``noise`` must have shape ``[*sample_shape, *shape]``; with the default ``sample_shape=()`` any leading
+    sample axes are accepted (``noise [*S, *shape]`` draws ``S`` samples).
+    """
+    sample_shape = _shape(sample_shape)
+    if noise is not None:
+        check_floating(noise, "noise")
+        got = tuple(noise.shape)
+        k = len(shape)
+        ok = got == sample_shape + shape if sample_shape else (len(got) >= k and got[len(got) - k:] == shape)
+        if not ok:
+            raise ValueError(
+                f"noise: expected shape {_fmt(sample_shape + shape) if sample_shape else '[*sample_shape, *' + _fmt(shape) + ']'} "
+                f"(sample_shape + batch + event shape), got {_fmt(got)}"
+            )
+        namespace_of(noise, like)
+        if noise.dtype != dtype:
+            raise TypeError(f"noise: expected dtype {dtype} (that of the parameters), got {noise.dtype}")
+        return noise
+    if generator is None:
+        raise TypeError("generator: a Generator (or noise=) is required to sample")
+    gxp = getattr(generator, "xp", None)
+    want = backend_name(_raw_xp(namespace_of(like)))
+    if gxp is not None and backend_name(gxp) != want:
+        raise TypeError(f"generator: draws {backend_name(gxp)} arrays, the parameters are {want} arrays")
+    full = sample_shape + shape
+    out = generator.normal(full, dtype) if kind == "normal" else generator.uniform(full, 0.0, 1.0, dtype)
+    try:
+        namespace_of(out, like)
+    except TypeError as err:
+        raise TypeError(f"generator: draws arrays of another library or device than the parameters ({err})") from None
+    return out
+
+
+def _binary(name: str) -> Any:
+    def op(a: Any, b: Any) -> Any:
+        """Mixed raw/taped/scalar operands through the namespace function (``raw_array * tensor`` raises on
+        array-api-strict, whose operators do not return ``NotImplemented``)."""
+        if isinstance(a, float) or isinstance(b, float):
+            return {"add": lambda: a + b, "multiply": lambda: a * b, "subtract": lambda: a - b,
+                    "divide": lambda: a / b}[name]()
+        return getattr(namespace_of(a, b), name)(a, b)
+
+    op.__name__ = f"xp_{name}"
+    return op
+
+
+xp_add, xp_mul, xp_sub, xp_div = (_binary(n) for n in ("add", "multiply", "subtract", "divide"))
+
+
+def _validate_positive(x: Any, name: str) -> None:
+    xp = _raw_xp(namespace_of(x))
+    raw = x.value if is_taped(x) else x
+    if not bool(xp.all(raw > 0)):
+        raise ValueError(f"{name}: expected strictly positive values (validate_args=True)")
+
+
+# ------------------------------------------------------------------------------------------------ safe tanh
+def _safe_tanh_raw(x: Any, *, lim: float) -> Any:
+    xp = namespace_of(x)
+    return xp.clip(xp.tanh(x), min=-lim, max=lim)
+
+
+def _safe_atanh_raw(y: Any, *, lim: float) -> Any:
+    xp = namespace_of(y)
+    return xp.atanh(xp.clip(y, min=-lim, max=lim))
+
+
+#: ``clip(tanh(x), -lim, lim)`` with TorchRL's gradient ``g * (1 - out**2)`` (nonzero when clipped).
+safe_tanh = primitive(_safe_tanh_raw, name="safe_tanh", elementwise=True)
+defvjp(safe_tanh, lambda xp, g, ans, x, *, lim: g * (1.0 - ans * ans))
+
+#: ``atanh(clip(y, -lim, lim))`` with TorchRL's gradient ``g / (1 - clip(y)**2)`` (nonzero when clipped).
+safe_atanh = primitive(_safe_atanh_raw, name="safe_atanh", elementwise=True)
+
+
+def _safe_atanh_vjp(xp: Any, g: Any, ans: Any, y: Any, *, lim: float) -> Any:
+    yc = xp.clip(y, min=-lim, max=lim)
+    return g / (1.0 - yc * yc)
+
+
+defvjp(safe_atanh, _safe_atanh_vjp)
+
+
+def tanh_log_abs_det_jacobian(u: Any) -> Any:
+    """``log |d tanh(u) / du| = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``, finite for every finite ``u``
+    (torch's ``TanhTransform.log_abs_det_jacobian``, with torch's softplus threshold of 20)."""
+    return 2.0 * (_LOG2 - u - ops.softplus(-2.0 * u, threshold=_TORCH_SOFTPLUS_THRESHOLD))
+
+
+def _torch_atanh(y: Any) -> Any:
+    """``0.5 * (log1p(y) - log1p(-y))``: torch's ``TanhTransform`` inverse (used when ``safe_tanh=False``)."""
+    xp = namespace_of(y)
+    return 0.5 * (xp.log1p(y) - xp.log1p(-y))
+
+
+# ------------------------------------------------------------------------------------------------ base class
+class Distribution:
+    """Shared interface (see the module docstring). Subclasses set ``batch_shape``, ``event_shape``, ``dtype``."""
+
+    has_rsample = False
+    batch_shape: tuple = ()
+    event_shape: tuple = ()
+
+    def log_prob(self, value: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def entropy(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no analytic entropy")
+
+    @property
+    def mean(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no analytic mean")
+
+    @property
+    def mode(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no analytic mode")
+
+    @property
+    def deterministic_sample(self) -> Any:
+        return self.mean
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no reparameterised sampler (has_rsample=False)")
+
+    def sample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        return _sg(self.rsample(generator, sample_shape, noise=noise))
+
+    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        """``(sample, log_prob(sample))``: the sample carries no gradient, the log-prob keeps the score gradient."""
+        s = self.sample(generator, sample_shape, noise=noise)
+        return s, self.log_prob(s)
+
+    def rsample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        """``(rsample, log_prob(rsample))`` with pathwise gradients through both."""
+        s = self.rsample(generator, sample_shape, noise=noise)
+        return s, self.log_prob(s)
+
+    @property
+    def _full_shape(self) -> tuple:
+        return tuple(self.batch_shape) + tuple(self.event_shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(batch_shape={self.batch_shape}, event_shape={self.event_shape})"
+
+
+# ------------------------------------------------------------------------------------------------ Normal family
+class Normal(Distribution):
+    """``N(loc, scale)`` elementwise (``torch.distributions.Normal``); event shape ``()``.
+
+    ``log_prob(v) = -(v - loc)^2 / (2 scale^2) - log(scale) - log(sqrt(2 pi))``,
+    ``entropy = 1/2 + log(2 pi)/2 + log(scale)``, ``rsample = loc + eps * scale`` with ``eps ~ N(0, 1)``.
+
+    Args:
+        loc: floating array ``[*B]``.
+        scale: array of the same shape and dtype, a Python number, or a callable ``scale(loc)``.
+        validate_args: check ``scale > 0`` (reads data).
+    """
+
+    has_rsample = True
+
+    def __init__(self, loc: Any, scale: Any, *, validate_args: bool = False):
+        check_floating(loc, "loc")
+        scale = _param(scale, loc, "scale")
+        if scale.ndim and tuple(scale.shape) != tuple(loc.shape):
+            raise ValueError(f"scale: expected shape {_fmt(tuple(loc.shape))} (the shape of loc) or (), got {_fmt(tuple(scale.shape))}")
+        if not scale.ndim and loc.ndim:
+            scale = namespace_of(loc, scale).broadcast_to(scale, tuple(loc.shape))
+        self.validate_args = validate_args
+        if validate_args:
+            _validate_positive(scale, "scale")
+        self.loc, self.scale = loc, scale
+        self.dtype = loc.dtype
+        self._set_shapes(tuple(loc.shape))
+
+    def _set_shapes(self, shape: tuple) -> None:
+        self.batch_shape, self.event_shape = shape, ()
+
+    @property
+    def _event_ndim(self) -> int:
+        return len(self.event_shape)
+
+    def _xp(self, *more: Any) -> Any:
+        return namespace_of(self.loc, self.scale, *more)
+
+    def _elementwise_log_prob(self, value: Any, xp: Any) -> Any:
+        var = self.scale**2
+        # xp.subtract, not ``-``: a raw left operand must not meet a taped right one (array-api-strict raises)
+        return -(xp.subtract(value, self.loc) ** 2) / (2 * var) - xp.log(self.scale) - _HALF_LOG_2PI
+
+    def log_prob(self, value: Any) -> Any:
+        _check_value(value, self._full_shape)
+        check_floating(value, "value")
+        xp = self._xp(value)
+        return _sum_rightmost(self._elementwise_log_prob(value, xp), self._event_ndim, xp)
+
+    def entropy(self) -> Any:
+        xp = self._xp()
+        return _sum_rightmost(0.5 + 0.5 * math.log(2 * math.pi) + xp.log(self.scale), self._event_ndim, xp)
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        eps = _draw(generator, noise, sample_shape, tuple(self.loc.shape), self.dtype, "normal", _sg(self.loc))
+        return xp_add(self.loc, xp_mul(eps, self.scale))
+
+    @property
+    def mean(self) -> Any:
+        return self.loc
+
+    @property
+    def mode(self) -> Any:
+        return self.loc
+
+    @property
+    def stddev(self) -> Any:
+        return self.scale
+
+    @property
+    def variance(self) -> Any:
+        return self.scale**2
+
+
+class IndependentNormal(Normal):
+    """A Normal whose last ``event_dim`` axes are one event (``torchrl.modules.IndependentNormal``):
+    ``log_prob`` and ``entropy`` are summed over them.
+
+    ``tanh_loc=True`` squashes the location: ``loc = upscale * tanh(loc / upscale)`` (see the module docstring for
+    TorchRL's handling at construction; ``torchrl_compat=True`` ignores ``tanh_loc`` as TorchRL's constructor does).
+    """
+
+    def __init__(self, loc: Any, scale: Any, upscale: float = 5.0, tanh_loc: bool = False, event_dim: int = 1, *,
+                 validate_args: bool = False, torchrl_compat: bool = False):
+        check_floating(loc, "loc")
+        if not 0 <= event_dim <= loc.ndim:
+            raise ValueError(f"event_dim: expected 0..{loc.ndim} for loc of shape {_fmt(tuple(loc.shape))}, got {event_dim}")
+        self.upscale, self.tanh_loc, self._event_dim = upscale, tanh_loc, int(event_dim)
+        if tanh_loc and not torchrl_compat:
+            xp = namespace_of(loc)
+            loc = self.upscale * xp.tanh(loc / self.upscale)
+        super().__init__(loc, scale, validate_args=validate_args)
+
+    def _set_shapes(self, shape: tuple) -> None:
+        cut = len(shape) - self._event_dim
+        self.batch_shape, self.event_shape = shape[:cut], shape[cut:]
+
+
+class _TanhTransform:
+    """``u -> c + s * tanh(u)`` with ``c = (high + low) / 2``, ``s = (high - low) / 2`` (torch's ``TanhTransform``,
+    TorchRL's ``SafeTanhTransform`` when ``safe``, composed with an ``AffineTransform`` for bounds other than
+    ``[-1, 1]``). Shared by :class:`TanhNormal` and :class:`TanhDelta`."""
+
+    def __init__(self, like: Any, low: Any, high: Any, safe: bool, validate: bool):
+        self.safe = safe
+        self.lim = 1.0 - _resolution(namespace_of(like), like.dtype)
+        self.low, self.high = self._bounds(low, high, like, validate)
+        self.non_trivial = not (isinstance(self.low, float) and isinstance(self.high, float)
+                                and self.low == -1.0 and self.high == 1.0)
+        self.centre, self.half = (self.high + self.low) / 2, (self.high - self.low) / 2
+
+    @staticmethod
+    def _bounds(low: Any, high: Any, like: Any, validate: bool) -> tuple:
+        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+            low, high = float(low), float(high)
+            if not high > low:
+                raise ValueError(f"high: must be strictly greater than low, got low={low}, high={high}")
+            return low, high
+        out = []
+        for name, b in (("low", low), ("high", high)):
+            if isinstance(b, (int, float)):
+                b = _param(float(b), like, name)
+            else:
+                check_floating(b, name)
+                namespace_of(b, like)
+                if b.dtype != like.dtype:
+                    raise TypeError(f"{name}: expected dtype {like.dtype} (that of the parameters), got {b.dtype}")
+                ev, full = tuple(b.shape), tuple(like.shape)
+                if len(ev) > len(full) or any(e not in (1, f) for e, f in zip(reversed(ev), reversed(full))):
+                    raise ValueError(f"{name}: shape {_fmt(ev)} does not broadcast to the parameters' shape {_fmt(full)}")
+            out.append(b)
+        if validate:
+            xp = _raw_xp(namespace_of(*out))
+            if not bool(xp.all(_sg(out[1]) > _sg(out[0]))):
+                raise ValueError("high: must be strictly greater than low (validate_args=True)")
+        return out[0], out[1]
+
+    def arrays(self) -> tuple:
+        """The bounds that are arrays (for ``namespace_of``)."""
+        return tuple(b for b in (self.low, self.high) if not isinstance(b, float))
+
+    def shift_pre_tanh(self, loc: Any) -> Any:
+        """TorchRL's pre-tanh shift ``loc + (high - low) / 2 + low`` (``torchrl_compat`` only)."""
+        return loc + (self.high - self.low) / 2 + self.low if self.non_trivial else loc
+
+    def forward(self, u: Any) -> Any:
+        y = safe_tanh(u, lim=self.lim) if self.safe else namespace_of(u).tanh(u)
+        return xp_add(self.centre, xp_mul(self.half, y)) if self.non_trivial else y
+
+    def inverse(self, action: Any) -> Any:
+        y = xp_div(xp_sub(action, self.centre), self.half) if self.non_trivial else action
+        return safe_atanh(y, lim=self.lim) if self.safe else _torch_atanh(y)
+
+    def log_abs_det_jacobian(self, u: Any, xp: Any) -> Any:
+        """Elementwise ``log|d forward / du| = log(1 - tanh(u)^2) + log s``."""
+        ladj = tanh_log_abs_det_jacobian(u)
+        if not self.non_trivial:
+            return ladj
+        return ladj + (math.log(abs(self.half)) if isinstance(self.half, float) else xp.log(xp.abs(self.half)))
+
+    def check_support(self, value: Any, xp: Any, owner: str) -> None:
+        raw = _raw_xp(xp)
+        v = _sg(value)
+        inside = raw.logical_and(v >= _sg(self.low), v <= _sg(self.high))
+        if not bool(raw.all(inside)):
+            raise ValueError(f"value: outside the support [low, high] = [{self.low}, {self.high}] of {owner}")
+
+
+class TanhNormal(Distribution):
+    """``action = c + s * tanh(u)``, ``u ~ N(loc, scale)``, ``c = (high + low) / 2``, ``s = (high - low) / 2``
+    (``torchrl.modules.TanhNormal``).
+
+    ``log p(action) = sum_event[ log N(u; loc, scale) - log|d tanh/du|(u) - log s ]`` with
+    ``u = atanh((action - c) / s)`` and the stable ``log|d tanh/du| = 2 (log 2 - u - softplus(-2u))``.
+    ``rsample_and_log_prob`` scores the pre-tanh draw itself (no inverse), which stays exact when tanh saturates.
+
+    Args:
+        loc, scale: ``[*B, *E]`` (scale may be a number or a callable, as TorchRL).
+        upscale: ``tanh_loc`` scale (default 5.0).
+        low, high: bounds, numbers or arrays broadcastable to ``loc`` (default ``-1, 1``).
+        event_dims: trailing axes forming one event (default ``min(1, loc.ndim)``).
+        tanh_loc: ``loc = upscale * tanh(loc / upscale)``.
+        safe_tanh: clip ``tanh`` (and the argument of ``atanh``) to ``+-(1 - resolution)`` of the dtype (1e-6 in
+            float32, 1e-15 in float64) with TorchRL's straight-through gradient, so actions at the bounds have a
+            finite log-prob (default ``True``).
+        torchrl_compat: reproduce TorchRL's pre-tanh shift of ``loc`` by ``c`` under ``tanh_loc`` with bounds.
+        validate_args: check ``scale > 0``, ``high > low`` (array bounds) and that ``log_prob`` values lie in
+            ``[low, high]``.
+
+    ``entropy``, ``mean`` and ``mode`` have no closed form (``NotImplementedError``); ``deterministic_sample`` is
+    ``c + s * tanh(loc)``.
+    """
+
+    has_rsample = True
+
+    def __init__(self, loc: Any, scale: Any, upscale: float = 5.0, low: Any = -1.0, high: Any = 1.0,
+                 event_dims: int | None = None, tanh_loc: bool = False, safe_tanh: bool = True, *,
+                 torchrl_compat: bool = False, validate_args: bool = False):
+        check_floating(loc, "loc")
+        xp = namespace_of(loc)
+        event_dims = min(1, loc.ndim) if event_dims is None else int(event_dims)
+        if not 0 <= event_dims <= loc.ndim:
+            raise ValueError(f"event_dims: expected 0..{loc.ndim} for loc of shape {_fmt(tuple(loc.shape))}, got {event_dims}")
+        self.event_dims = event_dims
+        cut = loc.ndim - event_dims
+        self.batch_shape, self.event_shape = tuple(loc.shape[:cut]), tuple(loc.shape[cut:])
+        self.dtype = loc.dtype
+        self.validate_args = validate_args
+        self.upscale, self.tanh_loc, self.safe_tanh = upscale, tanh_loc, safe_tanh
+        self._t = _TanhTransform(loc, low, high, safe_tanh, validate_args)
+        self.low, self.high = self._t.low, self._t.high
+        if tanh_loc:
+            loc = xp.tanh(loc / upscale) * upscale
+            if torchrl_compat:
+                loc = self._t.shift_pre_tanh(loc)
+        self._base = Normal(loc, scale, validate_args=validate_args)
+        self.loc, self.scale = loc, self._base.scale
+
+    def _xp(self, *more: Any) -> Any:
+        return namespace_of(self.loc, self.scale, *self._t.arrays(), *more)
+
+    def _score_preimage(self, u: Any, xp: Any) -> Any:
+        """``sum_event log N(u) - sum_event ladj(u)`` (TorchRL's ``rsample_and_log_prob`` order)."""
+        base = _sum_rightmost(self._base._elementwise_log_prob(u, xp), self.event_dims, xp)
+        return xp.subtract(base, _sum_rightmost(self._t.log_abs_det_jacobian(u, xp), self.event_dims, xp))
+
+    def log_prob(self, value: Any) -> Any:
+        _check_value(value, self._full_shape)
+        check_floating(value, "value")
+        xp = self._xp(value)
+        if self.validate_args:
+            self._t.check_support(value, xp, "TanhNormal")
+        u = self._t.inverse(value)
+        # torch's TransformedDistribution.log_prob: 0 - sum(ladj) + sum(base log-prob) (== base - ladj exactly)
+        ladj = _sum_rightmost(self._t.log_abs_det_jacobian(u, xp), self.event_dims, xp)
+        return xp.subtract(_sum_rightmost(self._base._elementwise_log_prob(u, xp), self.event_dims, xp), ladj)
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        return self._t.forward(self._base.rsample(generator, sample_shape, noise=noise))
+
+    def rsample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        u = self._base.rsample(generator, sample_shape, noise=noise)
+        return self._t.forward(u), self._score_preimage(u, self._xp(u))
+
+    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        u = _sg(self._base.rsample(generator, sample_shape, noise=noise))
+        return _sg(self._t.forward(u)), self._score_preimage(u, self._xp(u))
+
+    @property
+    def deterministic_sample(self) -> Any:
+        return self._t.forward(self.loc)
+
+    @property
+    def mode(self) -> Any:
+        raise NotImplementedError("TanhNormal has no analytic mode; use deterministic_sample (c + s * tanh(loc))")
+
+    @property
+    def mean(self) -> Any:
+        raise NotImplementedError("TanhNormal has no closed-form mean; estimate it from samples")
+
+
+# ------------------------------------------------------------------------------------------------ Delta family
+class Delta(Distribution):
+    """A point mass at ``param`` (``torchrl.modules.Delta``).
+
+    ``log_prob(v) = +inf`` where ``|v - param| < atol + rtol |param|`` for every event element, ``-inf`` otherwise.
+    Default shapes: batch ``param.shape[:-1]``, event ``param.shape[-1:]``. ``sample``/``rsample`` return ``param``
+    (broadcast to the sample shape; ``rsample`` keeps the gradient).
+    """
+
+    has_rsample = True
+
+    def __init__(self, param: Any, atol: float = 1e-6, rtol: float = 1e-6, batch_shape: Any = None,
+                 event_shape: Any = None):
+        check_floating(param, "param")
+        self.param, self.atol, self.rtol, self.dtype = param, atol, rtol, param.dtype
+        batch_shape = tuple(batch_shape or ())
+        event_shape = tuple(event_shape or ())
+        if not batch_shape and not event_shape:
+            if param.ndim == 0:
+                raise ValueError("param: expected at least one dimension (the event), got a 0-d array")
+            batch_shape, event_shape = tuple(param.shape[:-1]), tuple(param.shape[-1:])
+        if batch_shape + event_shape != tuple(param.shape):
+            raise ValueError(f"param: shape {_fmt(tuple(param.shape))} is not batch_shape + event_shape {_fmt(batch_shape + event_shape)}")
+        self.batch_shape, self.event_shape = batch_shape, event_shape
+
+    def log_prob(self, value: Any) -> Any:
+        _check_value(value, self._full_shape)
+        xp = _raw_xp(namespace_of(value, self.param))
+        v, p = _sg(value), _sg(self.param)
+        equal = xp.abs(v - p) < self.atol + self.rtol * xp.abs(p)
+        if self.event_shape:
+            equal = xp.all(equal, axis=tuple(range(-len(self.event_shape), 0)))
+        inf = xp.asarray(math.inf, dtype=v.dtype, device=device_of(v))
+        return xp.where(equal, inf, -inf)
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        shape = _shape(sample_shape)
+        if not shape:
+            return self.param
+        xp = namespace_of(self.param)
+        return xp.broadcast_to(self.param, shape + tuple(self.param.shape))
+
+    @property
+    def mean(self) -> Any:
+        return self.param
+
+    @property
+    def mode(self) -> Any:
+        return self.param
+
+
+class TanhDelta(Distribution):
+    """A point mass at ``c + s * tanh(param)`` (``torchrl.modules.TanhDelta``; ``c``, ``s`` as :class:`TanhNormal`).
+
+    ``mode``, ``deterministic_sample``, ``sample`` and ``rsample`` return the squashed point (``rsample`` keeps the
+    gradient w.r.t. ``param``). ``log_prob`` is the Delta's ``+-inf`` at the pre-image minus the log-Jacobian.
+    ``torchrl_compat=True`` adds TorchRL's pre-tanh shift by ``c`` for bounds other than ``[-1, 1]`` (see the module
+    docstring).
+    """
+
+    has_rsample = True
+
+    def __init__(self, param: Any, low: Any = -1.0, high: Any = 1.0, event_dims: int = 1, atol: float = 1e-6,
+                 rtol: float = 1e-6, safe: bool = True, *, torchrl_compat: bool = False):
+        check_floating(param, "param")
+        if not 0 <= event_dims <= param.ndim:
+            raise ValueError(f"event_dims: expected 0..{param.ndim} for param of shape {_fmt(tuple(param.shape))}, got {event_dims}")
+        self._t = _TanhTransform(param, low, high, safe, False)
+        self.low, self.high = self._t.low, self._t.high
+        self.param, self.dtype = param, param.dtype
+        self.loc = self._t.shift_pre_tanh(param) if torchrl_compat else param
+        cut = param.ndim - event_dims
+        self.batch_shape, self.event_shape = tuple(param.shape[:cut]), tuple(param.shape[cut:])
+        self._delta = Delta(self.loc, atol=atol, rtol=rtol, batch_shape=self.batch_shape, event_shape=self.event_shape)
+
+    def log_prob(self, value: Any) -> Any:
+        _check_value(value, self._full_shape)
+        check_floating(value, "value")
+        xp = namespace_of(self.loc, *self._t.arrays(), value)
+        u = self._t.inverse(value)
+        ladj = _sum_rightmost(self._t.log_abs_det_jacobian(u, xp), len(self.event_shape), xp)
+        return xp.subtract(self._delta.log_prob(u), ladj)
+
+    @property
+    def mode(self) -> Any:
+        return self._t.forward(self.loc)
+
+    @property
+    def deterministic_sample(self) -> Any:
+        return self.mode
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        return self._t.forward(self._delta.rsample(None, sample_shape))
+
+    @property
+    def mean(self) -> Any:
+        raise NotImplementedError("TanhDelta mean has no analytic form (use mode)")
+
+
+# ------------------------------------------------------------------------------------------------ categorical
+def _normalize_logits(logits: Any, xp: Any) -> Any:
+    """``log_softmax(logits)`` as ``(x - m) - logsumexp(x - m)`` with ``m`` the (constant) finite row maximum.
+
+    Mathematically torch's ``logits - logsumexp(logits)``; subtracting the maximum first keeps the large-magnitude
+    cancellation out (float32 logits of 1e4 keep ~1e-7 relative accuracy instead of ~1e-4).
+    """
+    raw = _raw_xp(xp)
+    m = raw.max(_sg(logits), axis=-1, keepdims=True)
+    m = raw.where(raw.isfinite(m), m, raw.zeros_like(m))
+    shifted = logits - m
+    return shifted - ops.logsumexp(shifted, axis=-1, keepdims=True)
+
+
+class Categorical(Distribution):
+    """A categorical distribution over ``K`` classes (``torch.distributions.Categorical``); values are int64 indices.
+
+    ``logits`` ``[*B, K]`` are normalised as ``logits - logsumexp(logits)`` (computed after subtracting the row
+    maximum); ``probs`` ``[*B, K]`` are divided by
+    their sum and ``logits = log(clip(probs, eps, 1 - eps))`` (torch's ``probs_to_logits``). Give exactly one.
+    ``entropy = -sum(max(logits, finfo.min) * probs)`` (finite for ``-inf`` logits). ``sample`` inverts the CDF
+    with uniform draws ``[*S, *B]`` (``noise=``) and carries no gradient; ``mode``/``deterministic_sample`` is the
+    arg-max.
+
+    Args:
+        validate_args: check ``probs >= 0`` and that ``log_prob`` values lie in ``[0, K)``.
+    """
+
+    def __init__(self, logits: Any = None, probs: Any = None, *, validate_args: bool = False):
+        if (logits is None) == (probs is None):
+            raise ValueError("logits, probs: give exactly one of them")
+        name, p = ("logits", logits) if logits is not None else ("probs", probs)
+        check_floating(p, name)
+        if p.ndim < 1:
+            raise ValueError(f"{name}: expected at least 1 dimension [*batch, num_categories], got a 0-d array")
+        xp = namespace_of(p)
+        self.validate_args = validate_args
+        self.num_categories = int(p.shape[-1])
+        self.dtype = p.dtype
+        if logits is not None:
+            self.logits = _normalize_logits(logits, xp)
+            self.probs = ops.softmax(self.logits, axis=-1)
+        else:
+            if validate_args and not bool(_raw_xp(xp).all(_sg(probs) >= 0)):
+                raise ValueError("probs: expected non-negative values (validate_args=True)")
+            self.probs = probs / xp.sum(probs, axis=-1, keepdims=True)
+            eps = float(_raw_xp(xp).finfo(p.dtype).eps)
+            self.logits = xp.log(xp.clip(self.probs, min=eps, max=1 - eps))
+        self.batch_shape, self.event_shape = tuple(p.shape[:-1]), ()
+
+    def _index_log_prob(self, index: Any) -> Any:
+        check_integer(index, "value")
+        index = _sg(index)  # indices carry no gradient
+        _check_value(index, self.batch_shape)
+        if self.validate_args:
+            raw = _raw_xp(namespace_of(index))
+            if not bool(raw.all(raw.logical_and(index >= 0, index < self.num_categories))):
+                raise ValueError(f"value: expected class indices in [0, {self.num_categories}) (validate_args=True)")
+        xp = namespace_of(self.logits, index)
+        lp = self.logits
+        full = tuple(index.shape) + (self.num_categories,)
+        if tuple(lp.shape) != full:
+            lp = xp.broadcast_to(lp, full)
+        idx = _raw_xp(namespace_of(index)).expand_dims(index, axis=-1)
+        return xp.take_along_axis(lp, idx, axis=-1)[..., 0]
+
+    def log_prob(self, value: Any) -> Any:
+        """``log p(value)`` for int indices ``value [*S, *B]``."""
+        return self._index_log_prob(value)
+
+    def entropy(self) -> Any:
+        xp = namespace_of(self.logits)
+        lg = xp.clip(self.logits, min=float(_raw_xp(xp).finfo(self.dtype).min))
+        return -xp.sum(lg * self.probs, axis=-1)
+
+    def _sample_index(self, generator: Any, sample_shape: Any, noise: Any) -> Any:
+        probs = _sg(self.probs)
+        xp = _raw_xp(namespace_of(probs))
+        u = _draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs)
+        cdf = xp.cumulative_sum(probs, axis=-1)
+        below = xp.astype(cdf <= xp.expand_dims(u, axis=-1), xp.int64)
+        return xp.clip(xp.sum(below, axis=-1), max=self.num_categories - 1)
+
+    def sample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        return self._sample_index(generator, sample_shape, noise)
+
+    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        s = self.sample(generator, sample_shape, noise=noise)
+        return s, self.log_prob(s)
+
+    @property
+    def mode(self) -> Any:
+        xp = _raw_xp(namespace_of(self.probs))
+        return xp.asarray(xp.astype(xp.argmax(_sg(self.probs), axis=-1), xp.int64))
+
+    @property
+    def deterministic_sample(self) -> Any:
+        return self.mode
+
+    @property
+    def mean(self) -> Any:
+        raise NotImplementedError("Categorical has no mean (torch returns NaN); use mode")
+
+
+class OneHotCategorical(Categorical):
+    """A categorical distribution over one-hot vectors ``[*B, K]`` (``torchrl.modules.OneHotCategorical``).
+
+    ``log_prob(v) = Categorical.log_prob(argmax(v))`` (TorchRL's definition). ``sample`` returns int64 one-hots;
+    ``rsample`` (``grad_method="pass_through"``, TorchRL's default) returns ``one_hot + probs - stop_gradient(probs)``
+    in the logits' dtype (value one-hot, gradient of the probabilities). ``mode`` is ``(logits == max)`` as int64
+    (ties give several ones, as TorchRL). Unlike TorchRL, logits with a last dimension of 1 are not squeezed.
+    """
+
+    has_rsample = True
+
+    def __init__(self, logits: Any = None, probs: Any = None, grad_method: str = "pass_through", *,
+                 validate_args: bool = False):
+        if grad_method not in ("pass_through", "PassThrough"):
+            raise ValueError(f"grad_method: only 'pass_through' is supported, got {grad_method!r}")
+        super().__init__(logits, probs, validate_args=validate_args)
+        self.num_samples = self.num_categories
+        self.event_shape = (self.num_categories,)
+
+    def _one_hot(self, index: Any) -> Any:
+        xp = _raw_xp(namespace_of(index))
+        classes = xp.arange(self.num_categories, dtype=index.dtype, device=device_of(index))
+        return xp.astype(xp.expand_dims(index, axis=-1) == classes, xp.int64)
+
+    def log_prob(self, value: Any) -> Any:
+        _check_value(value, self._full_shape)
+        xp = _raw_xp(namespace_of(value))
+        v = _sg(value)
+        if self.validate_args:
+            ok = xp.all(xp.logical_or(v == 0, v == 1)) and xp.all(xp.sum(xp.astype(v, xp.int64), axis=-1) == 1)
+            if not bool(ok):
+                raise ValueError("value: expected one-hot vectors (0/1 entries, one 1 per row) (validate_args=True)")
+        return self._index_log_prob(xp.asarray(xp.astype(xp.argmax(v, axis=-1), xp.int64)))
+
+    def sample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        return self._one_hot(self._sample_index(generator, sample_shape, noise))
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
+        hard = self.sample(generator, sample_shape, noise=noise)
+        xp = namespace_of(self.probs)
+        out = _raw_xp(xp).astype(hard, self.dtype)
+        return xp_add(out, self.probs - _sg(self.probs))
+
+    @property
+    def mode(self) -> Any:
+        xp = _raw_xp(namespace_of(self.logits))
+        lg = _sg(self.logits)
+        return xp.astype(lg == xp.max(lg, axis=-1, keepdims=True), xp.int64)

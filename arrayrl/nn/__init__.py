@@ -1,0 +1,77 @@
+"""Networks as functional modules over parameter pytrees.
+
+* :mod:`.params`: parameter-tree helpers (map, zip, flatten, count, copy, cast, to_device, soft/hard updates,
+  stack/unstack for ensembles) and torch-default initialisers.
+* :mod:`.layers`: :class:`Linear`, :class:`MLP` (``torchrl.modules.MLP`` layout), :class:`Ensemble`,
+  :class:`NormalParamExtractor`, activations and scale mappings.
+* :mod:`.keyed`: keyed modules over nested-dict batches (:class:`KeyedModule`, :class:`Sequential`,
+  :class:`ProbabilisticActor`, :class:`ValueOperator`, :class:`QValueModule`, :class:`QValueActor`).
+
+Every module has ``init(generator) -> params``, ``apply(params, ...)`` and a default ``params`` used by
+``module(...)``.
+"""
+
+from .keyed import (
+    KeyedModule,
+    KeyedModuleBase,
+    ProbabilisticActor,
+    ProbabilisticModule,
+    QValueActor,
+    QValueModule,
+    Sequential,
+    ValueOperator,
+)
+from .layers import MLP, ACTIVATIONS, Ensemble, Linear, NormalParamExtractor, get_activation, linear, mappings
+from .module import Module
+from .params import (
+    cast_params,
+    check_same_structure,
+    copy_params,
+    count_params,
+    flatten_params,
+    hard_update,
+    linear_params,
+    params_map,
+    params_zip,
+    soft_update,
+    stack,
+    to_device,
+    uniform_fan_in,
+    unflatten_params,
+    unstack,
+)
+
+__all__ = [
+    "Module",
+    "Linear",
+    "MLP",
+    "Ensemble",
+    "NormalParamExtractor",
+    "ACTIVATIONS",
+    "get_activation",
+    "linear",
+    "mappings",
+    "KeyedModuleBase",
+    "KeyedModule",
+    "Sequential",
+    "ProbabilisticModule",
+    "ProbabilisticActor",
+    "ValueOperator",
+    "QValueModule",
+    "QValueActor",
+    "params_map",
+    "params_zip",
+    "flatten_params",
+    "unflatten_params",
+    "count_params",
+    "copy_params",
+    "cast_params",
+    "to_device",
+    "soft_update",
+    "hard_update",
+    "stack",
+    "unstack",
+    "check_same_structure",
+    "uniform_fan_in",
+    "linear_params",
+]

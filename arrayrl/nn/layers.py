@@ -1,0 +1,467 @@
+"""Dense layers: :class:`Linear`, :class:`MLP` (TorchRL's ``torchrl.modules.MLP`` layout), :class:`Ensemble`,
+:class:`NormalParamExtractor` and the positive scale mappings of ``tensordict.nn.mappings``.
+
+Layout matches torch so weights copy 1:1: a linear layer is ``{"weight": [out, in], "bias": [out]}`` and computes
+``y = x @ weight.T + bias``; an MLP is a tree keyed by the index of each linear layer in TorchRL's ``nn.Sequential``
+(``"0"``, ``"2"``, ``"4"``..., activations sit at the odd indices), exactly ``torchrl.modules.MLP(...).state_dict()``.
+
+Ensembles: a parameter tree whose leaves carry a leading member axis (``weight: [N, out, in]``, ``bias: [N, out]``)
+runs as one batched matmul per layer, no Python loop over members. The input is either shared by all members
+(``[*B, in]``, output ``[N, *B, out]``; TorchRL's ``vmap`` with ``in_dims=(None, 0)``) or stacked per member
+(``stacked_input=True``: ``[N, *B, in]``; ``in_dims=(0, 0)``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+from .. import ops
+from .._backend import namespace_of
+from .._checks import check_array, check_floating
+from ..tree import tree_leaves
+from .module import Module
+from .params import linear_params, stack
+
+__all__ = [
+    "ACTIVATIONS",
+    "get_activation",
+    "Linear",
+    "MLP",
+    "Ensemble",
+    "NormalParamExtractor",
+    "mappings",
+    "biased_softplus",
+    "inv_softplus",
+    "linear",
+]
+
+
+# ------------------------------------------------------------------------------------------------ activations
+def _tanh(x: Any) -> Any:
+    return namespace_of(x).tanh(x)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _elu(x: Any, alpha: float = 1.0) -> Any:
+    return ops.elu(x, alpha=alpha)
+
+
+def _leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
+    return ops.leaky_relu(x, negative_slope=negative_slope)
+
+
+def _softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Any:
+    """``torch.nn.Softplus``/``F.softplus``: ``log1p(exp(beta x)) / beta``, and ``x`` where ``beta x > threshold``."""
+    return ops.softplus(x, beta=beta, threshold=threshold)
+
+
+#: activation name -> function of one array (keyword options as in the torch module's constructor).
+ACTIVATIONS: dict[str, Callable[..., Any]] = {
+    "tanh": _tanh,
+    "relu": ops.relu,
+    "elu": _elu,
+    "leaky_relu": _leaky_relu,
+    "silu": ops.silu,
+    "sigmoid": ops.sigmoid,
+    "softplus": _softplus,
+    "identity": _identity,
+}
+
+# torch.nn class names accepted in place of the strings (no torch import needed).
+_TORCH_NAMES = {
+    "Tanh": "tanh",
+    "ReLU": "relu",
+    "ELU": "elu",
+    "LeakyReLU": "leaky_relu",
+    "SiLU": "silu",
+    "Sigmoid": "sigmoid",
+    "Softplus": "softplus",
+    "Identity": "identity",
+}
+
+
+def get_activation(activation: Any, kwargs: dict | None = None) -> Callable[[Any], Any]:
+    """Resolve ``activation`` to a function of one array.
+
+    Accepts a name of :data:`ACTIVATIONS` (``"tanh"``, ``"relu"``, ``"elu"``, ``"leaky_relu"``, ``"silu"``,
+    ``"sigmoid"``, ``"softplus"``, ``"identity"``), the matching ``torch.nn`` class (``nn.Tanh``, ``nn.ReLU``,
+    ``nn.ELU``, ``nn.LeakyReLU``, ``nn.SiLU``...; recognised by name, torch is not imported) or any callable on
+    arrays. ``kwargs`` are the constructor options of the torch module (``alpha`` for ELU, ``negative_slope`` for
+    LeakyReLU); ``inplace`` is accepted and ignored.
+    """
+    kwargs = {k: v for k, v in (kwargs or {}).items() if k != "inplace"}
+    name = None
+    if isinstance(activation, str):
+        name = activation.lower()
+    elif isinstance(activation, type) and activation.__name__ in _TORCH_NAMES:
+        name = _TORCH_NAMES[activation.__name__]
+    if name is not None:
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation_class: unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
+        fn = ACTIVATIONS[name]
+    elif callable(activation) and not isinstance(activation, type):
+        fn = activation
+    else:
+        raise TypeError(
+            f"activation_class: expected a name in {sorted(ACTIVATIONS)}, a torch.nn activation class or a function, "
+            f"got {activation!r}"
+        )
+    if not kwargs:
+        return fn
+    return lambda x: fn(x, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ linear
+def _prod(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def linear(params: dict, x: Any, xp: Any = None) -> Any:
+    """``x @ weight.T + bias`` on a 2-D ``x`` (``[M, in]``) or an ensemble ``x`` (``[N, M, in]`` or shared ``[M, in]``
+    with ``weight: [N, out, in]``). Shapes are checked by the callers."""
+    w = params["weight"]
+    b = params.get("bias")
+    xp = xp or namespace_of(x, w, b)
+    y = xp.matmul(x, w.mT)
+    if b is not None:
+        y = xp.add(y, xp.expand_dims(b, axis=-2) if w.ndim == 3 else b)
+    return y
+
+
+def _check_features(x: Any, n: int, name: str) -> None:
+    check_array(x, name)
+    if x.ndim < 1 or x.shape[-1] != n:
+        raise ValueError(f"{name}: expected a last dimension of size {n} (in_features), got shape {tuple(x.shape)}")
+
+
+def _ensemble_size(params: Any, first_weight: Any, what: str) -> int | None:
+    """``None`` for a plain tree (2-D weights), ``N`` for an ensemble (3-D weights, leading axis ``N``)."""
+    if first_weight.ndim == 2:
+        return None
+    if first_weight.ndim == 3:
+        return int(first_weight.shape[0])
+    raise ValueError(f"params: {what} weight must be [out, in] or [N, out, in] (ensemble), got {tuple(first_weight.shape)}")
+
+
+def _flatten_batch(x: Any, xp: Any, n_members: int | None, stacked_input: bool, in_features: int) -> tuple:
+    """Reshape the input to ``[M, in]`` (or ``[N, M, in]``); return it with the batch shape to restore."""
+    if n_members is not None and stacked_input:
+        if x.ndim < 2 or x.shape[0] != n_members:
+            raise ValueError(
+                f"input: stacked_input=True expects a leading ensemble axis of size {n_members}, got shape {tuple(x.shape)}"
+            )
+        batch = tuple(x.shape[1:-1])
+        return xp.reshape(x, (n_members, _prod(batch), in_features)), batch
+    batch = tuple(x.shape[:-1])
+    return xp.reshape(x, (_prod(batch), in_features)), batch
+
+
+def _restore_batch(y: Any, xp: Any, n_members: int | None, batch: tuple, out_shape: tuple) -> Any:
+    lead = (n_members,) if n_members is not None else ()
+    return xp.reshape(y, lead + batch + out_shape)
+
+
+class Linear(Module):
+    """A dense layer ``y = x @ weight.T + bias`` with torch's layout and default init.
+
+    Args:
+        in_features, out_features: sizes.
+        bias: add a bias (default ``True``).
+        generator, xp, dtype, device: how the default :attr:`params` are drawn (see :meth:`Module.init`).
+
+    Shapes: ``x [*B, in] -> [*B, out]``; ensemble params ``[N, out, in]`` give ``[N, *B, out]``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, generator: Any = None,
+                 xp: Any = None, dtype: Any = None, device: Any = None):
+        self.in_features, self.out_features, self.bias = int(in_features), int(out_features), bool(bias)
+        self._default_params(generator, xp, dtype, device)
+
+    def _init(self, generator: Any, dtype: Any) -> dict:
+        return linear_params(generator, self.in_features, self.out_features, bias=self.bias, dtype=dtype)
+
+    def apply(self, params: dict, x: Any, *, stacked_input: bool = False) -> Any:
+        _check_features(x, self.in_features, "input")
+        n = _ensemble_size(params, params["weight"], "Linear")
+        xp = namespace_of(x, *tree_leaves(params))
+        x2, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
+        return _restore_batch(linear(params, x2, xp), xp, n, batch, (self.out_features,))
+
+    def __repr__(self) -> str:
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
+
+
+# ------------------------------------------------------------------------------------------------ MLP
+def _kwargs_list(kwargs: dict | Sequence[dict] | None, n: int, name: str) -> list[dict]:
+    if kwargs is None:
+        return [{} for _ in range(n)]
+    if isinstance(kwargs, dict):
+        return [dict(kwargs) for _ in range(n)]
+    kwargs = list(kwargs)
+    if len(kwargs) != n:
+        raise ValueError(f"{name}: expected a dict or a list of {n} dicts, got a list of {len(kwargs)}")
+    return [dict(k) for k in kwargs]
+
+
+class MLP(Module):
+    """A multi-layer perceptron with the arguments and layer layout of ``torchrl.modules.MLP``.
+
+    ``depth + 1`` linear layers ``in_features -> num_cells[0] -> ... -> num_cells[-1] -> out_features``, each
+    followed by ``activation_class`` except the last (unless ``activate_last_layer``). With several inputs
+    ``mlp(a, b)`` concatenates them along the last axis (as TorchRL); a tuple ``out_features`` reshapes the output
+    to ``[*B, *out_features]``.
+
+    Args:
+        in_features: input size (required: arrayrl has no lazy layers).
+        out_features: an int or a shape (tuple).
+        depth: number of hidden layers (``None``: taken from ``num_cells``; ``0`` is a single linear layer).
+        num_cells: hidden sizes, an int (needs ``depth``; default 32 when only ``depth`` is given) or a sequence.
+        activation_class: ``"tanh"`` (default), ``"relu"``, ``"elu"``, ``"leaky_relu"``, ``"silu"``, ``"sigmoid"``,
+            ``"softplus"``, ``"identity"``, the matching ``torch.nn`` class, or a function of one array.
+        activation_kwargs: a dict, or a list of ``depth + activate_last_layer`` dicts (e.g. ``{"alpha": 0.5}``).
+        bias_last_layer: whether the last linear layer has a bias (default ``True``).
+        activate_last_layer: apply the activation after the last layer too (default ``False``).
+        generator, xp, dtype, device: how the default :attr:`params` are drawn.
+
+    Not supported (TorchRL options): ``norm_class``, ``dropout``, ``layer_class``, ``single_bias_last_layer``.
+
+    Parameter tree: ``{str(index): {"weight": [out, in], "bias": [out]}}`` with TorchRL's ``nn.Sequential`` indices.
+    """
+
+    def __init__(
+        self,
+        in_features: int | None = None,
+        out_features: int | Sequence[int] | None = None,
+        depth: int | None = None,
+        num_cells: int | Sequence[int] | None = None,
+        activation_class: Any = "tanh",
+        activation_kwargs: dict | Sequence[dict] | None = None,
+        bias_last_layer: bool = True,
+        activate_last_layer: bool = False,
+        *,
+        generator: Any = None,
+        xp: Any = None,
+        dtype: Any = None,
+        device: Any = None,
+    ):
+        if in_features is None:
+            raise ValueError("in_features: required (arrayrl has no lazy layers)")
+        if out_features is None:
+            raise ValueError("out_features: must be specified for MLP")
+        if num_cells is None:
+            num_cells = [] if depth is None else [32] * depth
+            depth = 0 if depth is None else depth
+        if isinstance(num_cells, int):
+            if depth is None:
+                raise ValueError("num_cells: an integer num_cells needs depth= too")
+            num_cells = [num_cells] * depth
+        num_cells = [int(c) for c in num_cells]
+        if depth is not None and len(num_cells) != depth:
+            raise ValueError(f"depth: {depth} conflicts with num_cells of length {len(num_cells)}")
+        self.in_features = int(in_features)
+        self.out_features = out_features
+        self._out_shape = (int(out_features),) if isinstance(out_features, int) else tuple(int(s) for s in out_features)
+        self.num_cells = num_cells
+        self.depth = len(num_cells)
+        self.bias_last_layer = bool(bias_last_layer)
+        self.activate_last_layer = bool(activate_last_layer)
+        self.activation_class = activation_class
+        n_act = self.depth + int(self.activate_last_layer)
+        self._activations = [get_activation(activation_class, kw) for kw in _kwargs_list(activation_kwargs, n_act, "activation_kwargs")]
+        # (key, in, out, bias, activated) for each linear layer, with TorchRL's nn.Sequential indices
+        sizes_in = [self.in_features] + num_cells
+        sizes_out = num_cells + [_prod(self._out_shape)]
+        self.layers: list[tuple[str, int, int, bool, bool]] = []
+        index = 0
+        for i, (a, b) in enumerate(zip(sizes_in, sizes_out)):
+            last = i == self.depth
+            activated = (not last) or self.activate_last_layer
+            self.layers.append((str(index), a, b, self.bias_last_layer if last else True, activated))
+            index += 2 if activated else 1
+        self._default_params(generator, xp, dtype, device)
+
+    def _init(self, generator: Any, dtype: Any) -> dict:
+        return {key: linear_params(generator, a, b, bias=bias, dtype=dtype) for key, a, b, bias, _ in self.layers}
+
+    def apply(self, params: dict, *inputs: Any, stacked_input: bool = False) -> Any:
+        """Forward pass. ``params`` may be an ensemble tree (leading axis ``N`` on every leaf); ``stacked_input``
+        says whether the inputs carry that axis too."""
+        if not inputs:
+            raise TypeError("MLP.apply: expected at least one input array")
+        first_key = self.layers[0][0]
+        if first_key not in params:
+            raise KeyError(f"params: missing layer {first_key!r}; keys present: {list(params)}")
+        n = _ensemble_size(params, params[first_key]["weight"], f"layer {first_key!r}")
+        xp = namespace_of(*inputs, *tree_leaves(params))
+        if len(inputs) > 1:
+            ref = tuple(inputs[0].shape[:-1])
+            for i, a in enumerate(inputs[1:], start=1):
+                check_array(a, f"inputs[{i}]")
+                if tuple(a.shape[:-1]) != ref:
+                    raise ValueError(
+                        f"inputs[{i}]: expected leading shape {ref} (that of inputs[0]) to concatenate, got {tuple(a.shape)}"
+                    )
+            x = xp.concat(list(inputs), axis=-1)
+        else:
+            x = inputs[0]
+        check_floating(x, "input")
+        _check_features(x, self.in_features, "input")
+        h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
+        act = iter(self._activations)
+        for key, _, _, _, activated in self.layers:
+            layer = params.get(key)
+            if layer is None:
+                raise KeyError(f"params: missing layer {key!r}; keys present: {list(params)}")
+            h = linear(layer, h, xp)
+            if activated:
+                h = next(act)(h)
+        return _restore_batch(h, xp, n, batch, self._out_shape)
+
+    def __repr__(self) -> str:
+        act = self.activation_class if isinstance(self.activation_class, str) else getattr(
+            self.activation_class, "__name__", repr(self.activation_class))
+        return (
+            f"MLP(in_features={self.in_features}, out_features={self.out_features}, num_cells={self.num_cells}, "
+            f"activation_class={act!r}, activate_last_layer={self.activate_last_layer}, "
+            f"bias_last_layer={self.bias_last_layer})"
+        )
+
+
+class Ensemble(Module):
+    """``num_members`` independent parameter sets of ``module`` stacked on a leading axis, run in one batched pass.
+
+    ``params`` leaves are ``[N, ...]``; ``apply(params, x)`` returns ``[N, *B, out]`` for a shared ``x [*B, in]``
+    and for ``x [N, *B, in]`` with ``stacked_input=True``. Works for :class:`Linear` and :class:`MLP` (their
+    ``apply`` batches over the leading weight axis). Members are drawn one after the other from the generator.
+
+    Use :meth:`from_params` to stack existing trees (e.g. copied from TorchRL's ``qvalue_network_params``).
+    """
+
+    def __init__(self, module: Module, num_members: int, *, generator: Any = None, xp: Any = None,
+                 dtype: Any = None, device: Any = None, params: Any = None):
+        if not isinstance(module, (Linear, MLP)):
+            raise TypeError(f"module: Ensemble supports Linear and MLP, got {type(module).__name__}")
+        if num_members < 1:
+            raise ValueError(f"num_members: expected >= 1, got {num_members}")
+        self.module, self.num_members = module, int(num_members)
+        if params is None:
+            self._default_params(generator, xp, dtype, device)
+        else:
+            self.params = params
+
+    @classmethod
+    def from_params(cls, module: Module, trees: Sequence[Any]) -> "Ensemble":
+        """An ensemble whose members are the given parameter trees (stacked exactly)."""
+        return cls(module, len(trees), params=stack(list(trees)))
+
+    def _init(self, generator: Any, dtype: Any) -> Any:
+        return stack([self.module._init(generator, dtype) for _ in range(self.num_members)])
+
+    def apply(self, params: Any, *inputs: Any, stacked_input: bool = False) -> Any:
+        for leaf in tree_leaves(params):
+            if leaf.ndim < 1 or leaf.shape[0] != self.num_members:
+                raise ValueError(
+                    f"params: expected a leading ensemble axis of size {self.num_members}, got a leaf of shape {tuple(leaf.shape)}"
+                )
+        return self.module.apply(params, *inputs, stacked_input=stacked_input)
+
+    def __repr__(self) -> str:
+        return f"Ensemble({self.module!r}, num_members={self.num_members})"
+
+
+# ------------------------------------------------------------------------------------------------ scale mappings
+def inv_softplus(bias: float) -> float:
+    """``log(max(expm1(bias), 1e-6))`` (``tensordict.nn.utils.inv_softplus``), computed in float64.
+
+    TorchRL computes it in torch's default dtype (usually float32), so the constant can differ by about 1e-8 from
+    a TorchRL module built without ``torch.set_default_dtype(torch.float64)``.
+    """
+    return math.log(max(math.expm1(bias), 1e-6))
+
+
+def biased_softplus(bias: float, min_val: float = 0.01) -> Callable[[Any], Any]:
+    """``x -> softplus(x + inv_softplus(bias - min_val)) + min_val`` (so that ``f(0) == bias``; torch's softplus
+    threshold of 20)."""
+    shift = inv_softplus(bias - min_val)
+
+    def f(x: Any) -> Any:
+        return _softplus(x + shift) + min_val
+
+    return f
+
+
+def _expln(x: Any) -> Any:
+    """``exp(x)`` for ``x <= 0``, ``log1p(x) + 1`` otherwise (both branches evaluated on safe inputs)."""
+    xp = namespace_of(x)
+    neg = x <= 0
+    zero = xp.zeros_like(x)
+    return xp.where(neg, xp.exp(xp.where(neg, x, zero)), xp.log1p(xp.where(neg, zero, x)) + 1.0)
+
+
+def _exp(x: Any) -> Any:
+    return namespace_of(x).exp(x)
+
+
+_MAPPINGS: dict[str, Callable[[Any], Any]] = {
+    "softplus": _softplus,
+    "exp": _exp,
+    "relu": ops.relu,
+    "none": _identity,
+    "expln": _expln,
+}
+
+
+def mappings(key: str) -> Callable[[Any], Any]:
+    """A positive mapping by name, as ``tensordict.nn.mappings``: ``"softplus"``, ``"exp"``, ``"relu"``,
+    ``"expln"``, ``"none"``, ``"biased_softplus"`` (bias 1.0), ``"biased_softplus_{bias}"`` and
+    ``"biased_softplus_{bias}_{min_val}"`` (``min_val`` defaults to 0.01)."""
+    if key in _MAPPINGS:
+        return _MAPPINGS[key]
+    if key.startswith("biased_softplus"):
+        parts = key.split("_")
+        if len(parts) == 2:
+            return biased_softplus(1.0)
+        if len(parts) == 3:
+            return biased_softplus(float(parts[2]))
+        if len(parts) == 4:
+            return biased_softplus(float(parts[2]), min_val=float(parts[3]))
+        raise ValueError(f"scale_mapping: invalid number of arguments in {key!r}")
+    raise ValueError(f"scale_mapping: unknown mapping {key!r}; expected one of {sorted(_MAPPINGS)} or biased_softplus_<bias>[_<min>]")
+
+
+class NormalParamExtractor(Module):
+    """Split the last axis into ``(loc, scale)`` halves; ``scale = max(mapping(scale), scale_lb)``.
+
+    As ``tensordict.nn.NormalParamExtractor``: default mapping ``"biased_softplus_1.0"`` (``softplus(x + b) + 0.01``
+    with ``b`` such that ``f(0) = 1``), ``scale_lb = 1e-4``. Extra inputs are passed through:
+    ``apply(params, x, *others) -> (loc, scale, *others)``. No parameters (``params == {}``).
+
+    Shapes: ``x [*B, 2 * A] -> loc [*B, A], scale [*B, A]``; an odd last dimension is an error (torch's ``chunk``
+    would silently return unequal halves).
+    """
+
+    def __init__(self, scale_mapping: str = "biased_softplus_1.0", scale_lb: float = 1e-4):
+        self.scale_mapping_name = scale_mapping
+        self.scale_mapping = mappings(scale_mapping)
+        self.scale_lb = float(scale_lb)
+        self.params = {}
+
+    def apply(self, params: Any, x: Any, *others: Any) -> tuple:
+        check_floating(x, "input")
+        if x.ndim < 1 or x.shape[-1] % 2:
+            raise ValueError(f"input: expected an even last dimension (loc and scale halves), got shape {tuple(x.shape)}")
+        xp = namespace_of(x)
+        half = x.shape[-1] // 2
+        loc, raw_scale = x[..., :half], x[..., half:]
+        scale = xp.clip(self.scale_mapping(raw_scale), min=self.scale_lb)
+        return (loc, scale, *others)
+
+    def __repr__(self) -> str:
+        return f"NormalParamExtractor(scale_mapping={self.scale_mapping_name!r}, scale_lb={self.scale_lb})"

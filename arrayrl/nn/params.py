@@ -1,0 +1,224 @@
+"""Parameters as pytrees: nested ``dict``s of arrays, and the helpers to handle them.
+
+A parameter tree is a nested ``dict`` (keys are strings) whose leaves are backend arrays (or taped
+:class:`arrayrl.autodiff.Tensor`\\ s inside a differentiated function). The key layout of arrayrl's networks is the
+``state_dict`` layout of the equivalent torch module (``{"0": {"weight": W, "bias": b}, "2": {...}}`` for an MLP), so
+weights copy 1:1 (:func:`arrayrl.interop.params_from_torch`).
+
+Every helper returns a new tree; none writes into its inputs. Ensembles are parameter trees whose every leaf carries
+a leading member axis ``[N, ...]`` (:func:`stack`/:func:`unstack`).
+
+Initialisers reproduce the *distribution* of torch's defaults (not its random stream):
+
+* :func:`uniform_fan_in`: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, which is what ``torch.nn.Linear.reset_parameters``
+  draws for both weight (``kaiming_uniform_(a=sqrt(5))``: gain ``sqrt(2/(1+5))``, bound ``gain*sqrt(3/fan_in)``) and
+  bias (bound ``1/sqrt(fan_in)``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .._backend import device_of, is_taped, namespace_of
+from ..tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
+
+__all__ = [
+    "params_map",
+    "params_zip",
+    "flatten_params",
+    "unflatten_params",
+    "count_params",
+    "copy_params",
+    "cast_params",
+    "to_device",
+    "soft_update",
+    "hard_update",
+    "stack",
+    "unstack",
+    "check_same_structure",
+    "uniform_fan_in",
+    "linear_params",
+]
+
+
+def params_map(f: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """``f`` applied leafwise to ``tree`` (and to the same-structured trees in ``rest``); a new tree."""
+    return tree_map(f, tree, *rest)
+
+
+def params_zip(*trees: Any) -> Any:
+    """One tree whose leaves are tuples ``(leaf_of_tree_0, leaf_of_tree_1, ...)``.
+
+    The trees must have the same structure (``ValueError`` otherwise). Note that the result's leaves are tuples, which
+    the tree helpers treat as containers: use it for iteration (``tree_leaves(params_zip(a, b))``), not as parameters.
+    """
+    check_same_structure(*trees)
+    leaves = [tree_flatten(t)[0] for t in trees]
+    treedef = tree_flatten(trees[0])[1]
+    return tree_unflatten(treedef, [tuple(xs) for xs in zip(*leaves)])
+
+
+def check_same_structure(*trees: Any, names: tuple[str, ...] | None = None) -> None:
+    """Raise ``ValueError`` unless all ``trees`` have the same keys and nesting (names used in the message)."""
+    if not trees:
+        return
+    names = names or tuple(f"tree {i}" for i in range(len(trees)))
+    ref = tree_flatten(trees[0])[1]
+    for name, t in zip(names[1:], trees[1:]):
+        d = tree_flatten(t)[1]
+        if d != ref:
+            raise ValueError(f"{name}: expected the structure of {names[0]} {ref!r}, got {d!r}")
+
+
+def _path_name(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def flatten_params(tree: Any) -> dict[str, Any]:
+    """``{"0": {"weight": W}}`` -> ``{"0.weight": W}`` (torch ``state_dict`` naming)."""
+    return {_path_name(p): leaf for p, leaf in tree_paths(tree)}
+
+
+def unflatten_params(flat: dict[str, Any]) -> dict:
+    """Inverse of :func:`flatten_params` (dotted names -> nested dicts, insertion order kept)."""
+    out: dict = {}
+    for name, leaf in flat.items():
+        parts = name.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"unflatten_params: {name!r} nests under a leaf {p!r}")
+            node = nxt
+        if parts[-1] in node:
+            raise ValueError(f"unflatten_params: duplicate parameter name {name!r}")
+        node[parts[-1]] = leaf
+    return out
+
+
+def count_params(tree: Any) -> int:
+    """Total number of scalars in the tree."""
+    n = 0
+    for leaf in tree_leaves(tree):
+        k = 1
+        for s in leaf.shape:
+            k *= int(s)
+        n += k
+    return n
+
+
+def copy_params(tree: Any) -> Any:
+    """A deep copy: new arrays with the same values, namespace, dtype and device (taped leaves lose their tape)."""
+
+    def _copy(x: Any) -> Any:
+        if is_taped(x):
+            x = x.value
+        xp = namespace_of(x)
+        return xp.asarray(x, copy=True)
+
+    return tree_map(_copy, tree)
+
+
+def cast_params(tree: Any, dtype: Any) -> Any:
+    """Floating leaves cast to ``dtype`` (integer/bool leaves are kept)."""
+
+    def _cast(x: Any) -> Any:
+        xp = namespace_of(x)
+        base = getattr(xp, "_arrayrl_base", xp)
+        if base.isdtype(x.dtype, "real floating") and x.dtype != dtype:
+            return xp.astype(x, dtype)
+        return x
+
+    return tree_map(_cast, tree)
+
+
+def to_device(tree: Any, device: Any) -> Any:
+    """Every leaf moved to ``device`` of its own library (``x.to_device``); use :mod:`arrayrl.interop` to change
+    library."""
+
+    def _move(x: Any) -> Any:
+        return x if device_of(x) == device else x.to_device(device)
+
+    return tree_map(_move, tree)
+
+
+def _check_pair(target: Any, source: Any) -> None:
+    check_same_structure(target, source, names=("target", "source"))
+    for (path, t), s in zip(tree_paths(target), tree_leaves(source)):
+        if tuple(t.shape) != tuple(s.shape):
+            raise ValueError(
+                f"source: parameter {_path_name(path)!r} has shape {tuple(s.shape)}, target has {tuple(t.shape)}"
+            )
+
+
+def soft_update(target: Any, source: Any, tau: float) -> Any:
+    """Polyak averaging: returns ``(1 - tau) * target + tau * source`` leafwise (TorchRL ``SoftUpdate`` with
+    ``tau = 1 - eps``); the inputs are left unchanged.
+
+    TorchRL computes ``target.lerp_(source, tau)``; this uses the same ``lerp`` rounding (``t + tau * (s - t)`` for
+    ``tau < 0.5``, ``s - (s - t) * (1 - tau)`` otherwise, as ``torch.lerp``).
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau: expected a value in [0, 1], got {tau}")
+    _check_pair(target, source)
+
+    def _lerp(t: Any, s: Any) -> Any:
+        if tau < 0.5:
+            return t + tau * (s - t)
+        return s - (s - t) * (1.0 - tau)
+
+    return tree_map(_lerp, target, source)
+
+
+def hard_update(target: Any, source: Any) -> Any:
+    """A copy of ``source`` checked to have ``target``'s structure and shapes (TorchRL ``HardUpdate``'s copy)."""
+    _check_pair(target, source)
+    return copy_params(source)
+
+
+def stack(trees: list) -> Any:
+    """Stack same-structured trees into one ensemble tree (every leaf gets a new leading member axis ``[N, ...]``)."""
+    if not trees:
+        raise ValueError("trees: expected at least one parameter tree, got none")
+    check_same_structure(*trees, names=tuple(f"trees[{i}]" for i in range(len(trees))))
+
+    def _stack(*xs: Any) -> Any:
+        xp = namespace_of(*xs)
+        return xp.stack(list(xs), axis=0)
+
+    return tree_map(_stack, trees[0], *trees[1:])
+
+
+def unstack(tree: Any) -> list:
+    """Inverse of :func:`stack` along axis 0: a list of ``N`` trees."""
+    leaves, treedef = tree_flatten(tree)
+    if not leaves:
+        return []
+    n = leaves[0].shape[0]
+    for (path, leaf) in tree_paths(tree):
+        if leaf.ndim == 0 or leaf.shape[0] != n:
+            raise ValueError(f"{_path_name(path)}: expected a leading ensemble axis of size {n}, got {tuple(leaf.shape)}")
+    return [tree_unflatten(treedef, [leaf[i, ...] for leaf in leaves]) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------ initialisers
+def uniform_fan_in(generator: Any, shape: tuple, fan_in: int, dtype: Any = None) -> Any:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` draws of ``shape`` from ``generator`` (torch ``nn.Linear`` default).
+
+    ``fan_in == 0`` gives zeros' bound 0 (torch leaves the bias at its uninitialised value in that case; arrayrl
+    returns zeros).
+    """
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return generator.uniform(shape, -bound, bound, dtype)
+
+
+def linear_params(
+    generator: Any, in_features: int, out_features: int, *, bias: bool = True, dtype: Any = None
+) -> dict:
+    """Parameters of one linear layer, torch layout: ``{"weight": [out, in], "bias": [out]}`` (``bias`` omitted if
+    ``bias=False``), both ``U(-1/sqrt(in), 1/sqrt(in))`` as ``torch.nn.Linear``."""
+    p = {"weight": uniform_fan_in(generator, (out_features, in_features), in_features, dtype)}
+    if bias:
+        p["bias"] = uniform_fan_in(generator, (out_features,), in_features, dtype)
+    return p
