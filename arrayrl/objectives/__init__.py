@@ -1,0 +1,51 @@
+"""TorchRL's ``torchrl.objectives`` written once against the array API standard.
+
+Loss classes (TorchRL's constructor arguments, key names, outputs and default value estimators) built from arrayrl
+networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and the shared helpers
+(:mod:`arrayrl.objectives.utils`).
+"""
+
+from . import functional
+from .common import LossModule
+from .dqn import DistributionalDQNLoss, DQNLoss
+from .iql import DiscreteIQLLoss, IQLLoss
+from .multiagent import QMixerLoss
+from .utils import (
+    HardUpdate,
+    SoftUpdate,
+    TargetNetUpdater,
+    distance_loss,
+    hold_out_net,
+    hold_out_params,
+    next_state_value,
+    reduce_loss,
+)
+
+
+def __getattr__(name: str):  # ValueEstimators / default_value_kwargs live in arrayrl.value
+    if name in ("ValueEstimators", "default_value_kwargs"):
+        from .. import value as _value
+
+        return getattr(_value, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "LossModule",
+    "DQNLoss",
+    "DistributionalDQNLoss",
+    "IQLLoss",
+    "DiscreteIQLLoss",
+    "QMixerLoss",
+    "SoftUpdate",
+    "HardUpdate",
+    "TargetNetUpdater",
+    "distance_loss",
+    "reduce_loss",
+    "hold_out_net",
+    "hold_out_params",
+    "next_state_value",
+    "functional",
+    "ValueEstimators",
+    "default_value_kwargs",
+]

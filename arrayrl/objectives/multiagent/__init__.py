@@ -1,0 +1,5 @@
+"""Multi-agent losses (TorchRL's ``torchrl.objectives.multiagent``)."""
+
+from .qmixer import QMixerLoss
+
+__all__ = ["QMixerLoss"]
