@@ -1,0 +1,231 @@
+"""Public transformations: :func:`value_and_grad`, :func:`grad`, :func:`vjp`, :func:`stop_gradient`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from .._backend import backend_name, is_array
+from ..tree import tree_flatten, tree_paths, tree_unflatten
+from .core import Tensor, _new_leaf, backward, base_namespace
+
+__all__ = ["value_and_grad", "grad", "vjp", "stop_gradient"]
+
+
+def _path_str(argnum: int, path: tuple) -> str:
+    return f"args[{argnum}]" + "".join(f"[{p!r}]" for p in path)
+
+
+def _leaf_error(argnum: int, path: tuple, msg: str) -> TypeError:
+    return TypeError(f"{_path_str(argnum, path)}: {msg}")
+
+
+# (type of leaf, dtype) -> its raw namespace, for leaves already validated as floating arrays (the hot path)
+_VALID_LEAF: dict[tuple, Any] = {}
+
+
+def _check_leaf(leaf: Any) -> Any:
+    """The namespace of a valid differentiation leaf, or a str describing what is wrong with it."""
+    if isinstance(leaf, Tensor):
+        return "is already a Tensor: nested differentiation is not supported (first order only)"
+    if not (is_array(leaf) or _is_numpy_scalar(leaf)):
+        return f"expected a floating-point array, got {type(leaf).__name__}"
+    ns = base_namespace(leaf)
+    if not ns.isdtype(leaf.dtype, "real floating"):
+        return f"expected a real floating dtype to differentiate, got {leaf.dtype}"
+    try:
+        _VALID_LEAF[(type(leaf), leaf.dtype)] = ns
+    except TypeError:  # unhashable dtype: no caching
+        pass
+    return ns
+
+
+def _make_leaves(args: Sequence[Any], argnums: tuple, fname: str):
+    """Wrap the leaves of the differentiated arguments in fresh leaf Tensors; check dtypes and backends.
+
+    Errors name the leaf's path (``args[0]['layers'][1]``); paths are only computed when an error is raised.
+    """
+    new_args = list(args)
+    specs = []
+    base = None
+    first = None
+    for i in argnums:
+        if i >= len(args) or i < -len(args):
+            raise ValueError(f"{fname}: argnums contains {i} but the function was called with {len(args)} arguments")
+        leaves, treedef = tree_flatten(args[i])
+        wrapped = []
+        for k, leaf in enumerate(leaves):
+            try:
+                ns = _VALID_LEAF.get((type(leaf), leaf.dtype))
+            except (AttributeError, TypeError):
+                ns = None
+            if ns is None:
+                ns = _check_leaf(leaf)
+                if isinstance(ns, str):
+                    raise TypeError(f"{_path_str(i, _leaf_path(args[i], treedef, k))}: {ns}")
+            if base is None:
+                base, first = ns, (i, k)
+            elif ns is not base and backend_name(ns) != backend_name(base):
+                p0 = _path_str(first[0], _leaf_path(args[first[0]], None, first[1]))
+                raise TypeError(
+                    f"{fname}: mixed array libraries: {p0} is {backend_name(base)}, "
+                    f"{_path_str(i, _leaf_path(args[i], treedef, k))} is {backend_name(ns)}"
+                )
+            wrapped.append(_new_leaf(leaf, ns))
+        new_args[i] = tree_unflatten(treedef, wrapped)
+        specs.append((treedef, leaves, wrapped))
+    return new_args, specs
+
+
+def _leaf_path(tree: Any, treedef: Any, k: int) -> tuple:
+    """Path of the ``k``-th leaf of ``tree`` (only computed for error messages)."""
+    paths = tree_paths(tree)
+    if not paths and k == 0:
+        return ()
+    return paths[k][0] if k < len(paths) else ()
+
+
+def _is_numpy_scalar(x: Any) -> bool:
+    """NumPy scalars (``np.float64(1.0)``, what NumPy reductions return) are accepted as 0-d arrays."""
+    return type(x) not in (bool, int, float) and hasattr(x, "dtype") and hasattr(x, "shape")
+
+
+def _grads_from(specs, cts: dict) -> list:
+    out = []
+    for treedef, leaves, wrapped in specs:
+        gs = []
+        for leaf, t in zip(leaves, wrapped):
+            g = cts.get(id(t))
+            if g is None:
+                g = base_namespace(leaf).zeros_like(leaf)
+            elif type(g) is not type(leaf):  # NumPy returns scalars for 0-d results
+                g = base_namespace(leaf).asarray(g)
+            gs.append(g)
+        out.append(tree_unflatten(treedef, gs))
+    return out
+
+
+def _unwrap_tree(tree: Any) -> Any:
+    if isinstance(tree, Tensor):
+        return tree.value
+    if isinstance(tree, dict):
+        return {k: _unwrap_tree(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_unwrap_tree(v) for v in tree]
+    if isinstance(tree, tuple):
+        return tuple(_unwrap_tree(v) for v in tree)
+    return tree
+
+
+def _norm_argnums(argnums: int | Sequence[int]) -> tuple[tuple, bool]:
+    if isinstance(argnums, int):
+        return (argnums,), True
+    t = tuple(argnums)
+    if not t or not all(isinstance(a, int) for a in t):
+        raise TypeError(f"argnums: expected an int or a non-empty tuple of ints, got {argnums!r}")
+    return t, False
+
+
+def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+    """Return ``g(*args, **kwargs) -> (value, grads)`` computing ``f`` and its gradient in one pass.
+
+    Args:
+        f: a function returning a 0-d floating array (or ``(array, aux)`` with ``has_aux``), written with array-API
+            calls on ``namespace_of(...)`` of its inputs.
+        argnums: the positional argument(s) to differentiate. Each may be an array or a pytree (nested
+            dict/list/tuple) of floating arrays of one backend.
+        has_aux: ``f`` returns ``(value, aux)``; then ``g`` returns ``((value, aux), grads)`` (JAX's convention), with
+            any Tensor in ``aux`` replaced by its raw value.
+
+    Returns:
+        ``value`` as a raw 0-d array; ``grads`` as raw arrays with the nesting of the argument (a tuple of them when
+        ``argnums`` is a tuple). The gradient of an argument ``f`` does not use is zeros of its shape.
+
+    Raises:
+        TypeError: a differentiated leaf is not a floating array (the message names its path), or the leaves mix
+            backends, or ``f`` returns something else than an array.
+        ValueError: ``f``'s value is not 0-d.
+    """
+    nums, single = _norm_argnums(argnums)
+    fname = getattr(f, "__name__", "f")
+
+    def value_and_grad_f(*args, **kwargs):
+        new_args, specs = _make_leaves(args, nums, "value_and_grad")
+        out = f(*new_args, **kwargs)
+        aux = None
+        if has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"value_and_grad(has_aux=True): {fname} must return a pair (value, aux)")
+            out, aux = out
+            aux = _unwrap_tree(aux)
+        if isinstance(out, Tensor):
+            raw = out.value
+        elif is_array(out) or _is_numpy_scalar(out):
+            raw = out
+        else:
+            raise TypeError(f"value_and_grad: {fname} must return a 0-d array, got {type(out).__name__}")
+        if tuple(raw.shape) != ():
+            raise ValueError(
+                f"value_and_grad: {fname} must return a scalar (0-d array), got shape {tuple(raw.shape)}; "
+                f"reduce it (xp.sum / xp.mean) or use vjp"
+            )
+        if isinstance(out, Tensor) and out._idx >= 0:
+            xp = base_namespace(raw)
+            cts = backward([out], [xp.ones_like(raw)])
+        else:
+            cts = {}
+        grads = _grads_from(specs, cts)
+        g = grads[0] if single else tuple(grads)
+        return ((raw, aux), g) if has_aux else (raw, g)
+
+    value_and_grad_f.__name__ = f"value_and_grad({fname})"
+    value_and_grad_f.__doc__ = f.__doc__
+    return value_and_grad_f
+
+
+def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+    """Like :func:`value_and_grad` but returns only the gradient (``(grads, aux)`` with ``has_aux``)."""
+    vg = value_and_grad(f, argnums, has_aux)
+
+    def grad_f(*args, **kwargs):
+        v, g = vg(*args, **kwargs)
+        return (g, v[1]) if has_aux else g
+
+    grad_f.__name__ = f"grad({getattr(f, '__name__', 'f')})"
+    return grad_f
+
+
+def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
+    """Evaluate ``f(*args)`` and return ``(out, vjp_fn)``; ``vjp_fn(cotangent)`` returns one gradient per argument.
+
+    ``out`` may be an array or a pytree of arrays (returned raw); ``cotangent`` must have the same structure and
+    shapes. ``vjp_fn`` returns a tuple with one entry per argument, each with the argument's nesting. ``vjp_fn`` can
+    be called several times (the tape is kept alive by the closure).
+    """
+    nums = tuple(range(len(args)))
+    new_args, specs = _make_leaves(args, nums, "vjp")
+    out = f(*new_args)
+    out_leaves, out_def = tree_flatten(out)
+    raw_out = tree_unflatten(out_def, [o.value if isinstance(o, Tensor) else o for o in out_leaves])
+
+    def vjp_fn(cotangent: Any) -> tuple:
+        ct_leaves, ct_def = tree_flatten(cotangent)
+        if ct_def != out_def:
+            raise ValueError(f"vjp_fn: cotangent has structure {ct_def!r}, expected {out_def!r} (the output's)")
+        roots, seeds = [], []
+        for k, (o, c) in enumerate(zip(out_leaves, ct_leaves)):
+            if isinstance(c, Tensor):
+                c = c.value
+            if tuple(c.shape) != tuple(o.shape):
+                raise ValueError(f"vjp_fn: cotangent leaf {k}: expected shape {tuple(o.shape)}, got {tuple(c.shape)}")
+            if isinstance(o, Tensor) and o._idx >= 0:
+                roots.append(o)
+                seeds.append(c)
+        cts = backward(roots, seeds) if roots else {}
+        return tuple(_grads_from(specs, cts))
+
+    return raw_out, vjp_fn
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` with every Tensor replaced by its raw value (a constant for the tape); works on pytrees."""
+    return _unwrap_tree(x)

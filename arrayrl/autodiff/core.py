@@ -1,0 +1,629 @@
+"""The tape: :class:`Tensor` (a node), :func:`primitive`/:func:`defvjp` (the one VJP table) and the backward walk.
+
+A :class:`Tensor` is at the same time a wrapped backend array and a node of the tape. Every primitive applied to a
+Tensor that *needs a gradient* (a differentiation leaf, or an op output depending on one) records a node holding
+the primitive's VJP entry, the raw positional arguments, the keyword arguments, and the ``(argnum, parent)`` pairs
+of the arguments that need gradients. Constants (raw arrays, Python scalars, Tensors built by the user with
+``Tensor(x)``) are never parents, so no cotangent is ever computed for them.
+
+The backward walk (:func:`backward`) is iterative: it collects the nodes reachable from the outputs, visits them in
+decreasing creation index (a topological order, since a node is always created after its inputs), and frees each
+node's cotangent as soon as it has been pushed to the parents.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from typing import Any, Callable
+
+from .._backend import _raw_namespace
+
+__all__ = [
+    "Tensor",
+    "primitive",
+    "defvjp",
+    "defvjp_argnum",
+    "backward",
+    "sum_to_shape",
+    "VJP_TABLE",
+    "base_namespace",
+    "is_tensor",
+]
+
+_counter = itertools.count()
+
+# type(raw array) -> raw (base) namespace. Namespaces never change for a type.
+_BASE_BY_TYPE: dict[type, Any] = {}
+
+
+def base_namespace(raw: Any) -> Any:
+    """The raw array-API namespace of a raw backend array (cached per type)."""
+    ns = _BASE_BY_TYPE.get(type(raw))
+    if ns is None:
+        ns = _BASE_BY_TYPE[type(raw)] = _raw_namespace(raw)
+    return ns
+
+
+class VJPEntry:
+    """One row of the VJP table: the rules of one primitive.
+
+    Attributes:
+        name: a readable name (for error messages).
+        rules: a tuple with one rule per positional argument, ``rule(xp, g, ans, *args, **kwargs) -> cotangent``
+            (``None`` for a non-differentiable argument), or ``None``.
+        argnum_rule: for variadic primitives, ``rule(argnum, xp, g, ans, args, kwargs)``.
+        elementwise: the cotangents are reduced with :func:`sum_to_shape` (undoing broadcasting) before the shape
+            assertion.
+    """
+
+    __slots__ = ("name", "rules", "argnum_rule", "elementwise")
+
+    def __init__(self, name: str, elementwise: bool = False):
+        self.name = name
+        self.rules: tuple | None = None
+        self.argnum_rule: Callable | None = None
+        self.elementwise = elementwise
+
+    def __repr__(self) -> str:
+        return f"VJPEntry({self.name!r})"
+
+
+#: The one VJP table: primitive name -> :class:`VJPEntry`. Rules are written against the raw namespace.
+VJP_TABLE: dict[str, VJPEntry] = {}
+
+
+def _entry(name: str, elementwise: bool = False) -> VJPEntry:
+    e = VJP_TABLE.get(name)
+    if e is None:
+        e = VJP_TABLE[name] = VJPEntry(name, elementwise)
+    return e
+
+
+class Tensor:
+    """A backend array on the tape.
+
+    ``Tensor(value)`` wraps a raw backend array (NumPy, torch, CuPy, array-api-strict); a Tensor built this way is a
+    *constant* (no gradient flows to it). :func:`arrayrl.autodiff.value_and_grad` builds the differentiation leaves.
+
+    ``__array_namespace__()`` returns the taped namespace over the backend's namespace, so array-API code run on a
+    Tensor records the tape. Operators ``+ - * / ** @`` (and reflected), unary ``-``/``+``, basic indexing
+    (ints, slices, ``None``, ``Ellipsis``) are differentiable; comparisons return raw boolean arrays (constants).
+
+    ``bool(t)``, ``float(t)``, ``int(t)`` and ``len(t)`` read the wrapped value (no gradient; data-dependent, so keep
+    them out of library code). NumPy never sees through a Tensor: ``__array_ufunc__ = None`` makes ``np.exp(t)``
+    and ``raw_array + t`` defer or raise, and ``__array__`` raises ``TypeError``, so ``np.asarray(t)``,
+    ``np.mean(t)`` or ``np.concatenate([t])`` fail loudly instead of building an object array (which would
+    silently cut the tape). Use ``xp = namespace_of(...)`` of the Tensor: ``xp.exp(t)``.
+    Tensors are immutable: item assignment raises ``TypeError``.
+    """
+
+    __slots__ = ("value", "_idx", "_parents", "_entry", "_args", "_kw", "_xp", "__weakref__")
+    _arrayrl_taped = True
+    __array_ufunc__ = None
+    __array_priority__ = 1000  # NumPy: defer binary operators to us (with __array_ufunc__ = None this is implied)
+
+    def __init__(self, value: Any):
+        if isinstance(value, Tensor):
+            value = value.value
+        self.value = value
+        self._idx = -1  # constant: never a parent
+        self._parents = ()
+
+    def __array__(self, dtype: Any = None, copy: Any = None):
+        raise TypeError(
+            "an arrayrl Tensor cannot be converted to a NumPy array (that would cut the tape); call the functions "
+            "of its namespace (xp = namespace_of(x) with the Tensor among the inputs), or use stop_gradient(x) / "
+            "x.value for a constant"
+        )
+
+    # ------------------------------------------------------------------ array API attributes
+    def __array_namespace__(self, api_version: str | None = None) -> Any:
+        ns = _TAPED_BY_TYPE.get(type(self.value))
+        if ns is None:
+            ns = _TAPED_BY_TYPE[type(self.value)] = taped_namespace(base_namespace(self.value))
+        return ns
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.value.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.value.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.value.ndim
+
+    @property
+    def size(self) -> int | None:
+        n = 1
+        for s in self.value.shape:
+            n *= s
+        return n
+
+    @property
+    def device(self) -> Any:
+        from .._backend import device_of
+
+        return device_of(self.value)
+
+    @property
+    def mT(self) -> "Tensor":
+        return _matrix_transpose(self)
+
+    @property
+    def T(self) -> "Tensor":
+        if self.value.ndim != 2:
+            raise ValueError(f"Tensor.T: defined for 2-D arrays only (array API), got {self.value.ndim} dimensions")
+        return _permute_dims(self, (1, 0))
+
+    @property
+    def requires_grad(self) -> bool:
+        """True if a gradient flows through this Tensor (it depends on a differentiation leaf)."""
+        return self._idx >= 0
+
+    def to_device(self, device: Any, /, *, stream: Any = None) -> "Tensor":
+        return _to_device(self, device)
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, other):
+        return _add(self, other)
+
+    def __radd__(self, other):
+        return _add(other, self)
+
+    def __sub__(self, other):
+        return _sub(self, other)
+
+    def __rsub__(self, other):
+        return _sub(other, self)
+
+    def __mul__(self, other):
+        return _mul(self, other)
+
+    def __rmul__(self, other):
+        return _mul(other, self)
+
+    def __truediv__(self, other):
+        return _div(self, other)
+
+    def __rtruediv__(self, other):
+        return _div(other, self)
+
+    def __pow__(self, other):
+        return _pow(self, other)
+
+    def __rpow__(self, other):
+        return _pow(other, self)
+
+    def __matmul__(self, other):
+        return _matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _matmul(other, self)
+
+    def __neg__(self):
+        return _neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _abs(self)
+
+    # ------------------------------------------------------------------ constants out
+    def __lt__(self, other):
+        return self.value < _raw(other)
+
+    def __le__(self, other):
+        return self.value <= _raw(other)
+
+    def __gt__(self, other):
+        return self.value > _raw(other)
+
+    def __ge__(self, other):
+        return self.value >= _raw(other)
+
+    def __eq__(self, other):  # type: ignore[override]
+        return self.value == _raw(other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self.value != _raw(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __floordiv__(self, other):
+        return self.value // _raw(other)
+
+    def __rfloordiv__(self, other):
+        return _raw(other) // self.value
+
+    def __mod__(self, other):
+        return self.value % _raw(other)
+
+    def __rmod__(self, other):
+        return _raw(other) % self.value
+
+    def __invert__(self):
+        return ~self.value
+
+    def __and__(self, other):
+        return self.value & _raw(other)
+
+    def __or__(self, other):
+        return self.value | _raw(other)
+
+    def __xor__(self, other):
+        return self.value ^ _raw(other)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+    def __index__(self) -> int:
+        return self.value.__index__()
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    # ------------------------------------------------------------------ indexing
+    def __getitem__(self, key):
+        for k in key if type(key) is tuple else (key,):
+            if not (k is None or k is Ellipsis or type(k) is slice or (type(k) is int) or _is_int_scalar(k)):
+                raise TypeError(
+                    f"Tensor indexing supports ints, slices, None and Ellipsis (basic indexing), got "
+                    f"{type(k).__name__}; gather with xp.take / xp.take_along_axis instead"
+                )
+        return _getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError(
+            "arrayrl Tensors are immutable (no in-place writes on the tape); build the result with xp.where or xp.concat"
+        )
+
+    def __iter__(self):
+        n = self.value.shape[0] if self.value.ndim else None
+        if n is None:
+            raise TypeError("iteration over a 0-d Tensor")
+        return (self[i] for i in range(n))
+
+    def __repr__(self) -> str:
+        kind = "leaf" if self._idx >= 0 and not self._parents else ("node" if self._idx >= 0 else "constant")
+        return f"Tensor({self.value!r}, {kind})"
+
+
+def _is_int_scalar(k: Any) -> bool:
+    """A NumPy-style integer scalar (has ``__index__``, not a bool, not an array of more than 0 dimensions)."""
+    if isinstance(k, (bool, Tensor)) or "bool" in str(getattr(k, "dtype", "")):
+        return False
+    return hasattr(k, "__index__") and getattr(k, "ndim", 0) == 0
+
+
+def is_tensor(x: Any) -> bool:
+    return isinstance(x, Tensor)
+
+
+def _raw(x: Any) -> Any:
+    return x.value if isinstance(x, Tensor) else x
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recording
+
+
+_tensor_new = object.__new__
+
+
+def _new_node(ans: Any, entry: VJPEntry, args: tuple, kw: dict, parents: tuple, xp: Any) -> Tensor:
+    t = _tensor_new(Tensor)
+    t.value = ans
+    t._idx = next(_counter)
+    t._parents = parents
+    t._entry = entry
+    t._args = args
+    t._kw = kw
+    t._xp = xp
+    return t
+
+
+def _new_leaf(value: Any, xp: Any) -> Tensor:
+    """A differentiation leaf (gradients flow to it)."""
+    t = _tensor_new(Tensor)
+    t.value = value
+    t._idx = next(_counter)
+    t._parents = ()
+    t._xp = xp
+    return t
+
+
+def _constant(ans: Any) -> Tensor:
+    t = _tensor_new(Tensor)
+    t.value = ans
+    t._idx = -1
+    t._parents = ()
+    return t
+
+
+def _kw_error(entry: VJPEntry, kw: dict) -> None:
+    for k, v in kw.items():
+        if isinstance(v, Tensor):
+            raise TypeError(
+                f"{entry.name}: keyword argument {k!r} is a Tensor; only positional arguments of a primitive "
+                f"are differentiable"
+            )
+
+
+def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
+    """Slow path of a primitive: at least one positional argument is a Tensor."""
+    if kw:
+        _kw_error(entry, kw)
+    if len(args) == 1:  # unary fast path (args[0] is the Tensor)
+        a = args[0]
+        v = a.value
+        ans = raw_fn(v, **kw) if kw else raw_fn(v)
+        if a._idx < 0:
+            return _constant(ans)
+        return _new_node(ans, entry, (v,), kw, ((0, a),), a._xp)
+    raw_args = []
+    parents = []
+    xp = None
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            raw_args.append(a.value)
+            if a._idx >= 0:
+                parents.append((i, a))
+                xp = a._xp
+        else:
+            raw_args.append(a)
+    ans = raw_fn(*raw_args, **kw) if kw else raw_fn(*raw_args)
+    if xp is None:
+        return _constant(ans)
+    return _new_node(ans, entry, tuple(raw_args), kw, tuple(parents), xp)
+
+
+def _make_primitive(raw_fn: Callable, entry: VJPEntry) -> Callable:
+    def prim(*args, **kw):
+        for a in args:
+            if isinstance(a, Tensor):
+                return _record(entry, raw_fn, args, kw)
+        if kw:
+            _kw_error(entry, kw)
+            return raw_fn(*args, **kw)
+        return raw_fn(*args)
+
+    prim._arrayrl_entry = entry  # type: ignore[attr-defined]
+    prim._arrayrl_raw = raw_fn  # type: ignore[attr-defined]
+    try:
+        functools.update_wrapper(prim, raw_fn)
+    except (AttributeError, TypeError):  # builtins/ufuncs without some attributes
+        pass
+    prim.__wrapped__ = raw_fn  # type: ignore[attr-defined]
+    return prim
+
+
+def primitive(raw_fn: Callable, *, name: str | None = None, elementwise: bool = False) -> Callable:
+    """Make ``raw_fn`` (a function of raw backend arrays) a differentiable primitive.
+
+    The returned function calls ``raw_fn`` directly when no positional argument is a :class:`Tensor` (the only cost
+    is an ``isinstance`` scan). Otherwise it unwraps the Tensors, calls ``raw_fn`` and records a node. Register the
+    VJPs with :func:`defvjp` (one rule per positional argument). Keyword arguments are never differentiable.
+
+    Args:
+        raw_fn: ``raw_fn(*arrays, **options) -> array``.
+        name: the name used in the VJP table and in messages (default: ``raw_fn.__name__``).
+        elementwise: broadcasting between the positional arguments is undone by :func:`sum_to_shape` on every
+            cotangent (set for elementwise functions).
+
+    Example:
+        >>> cube = primitive(lambda x: x * x * x, name="cube", elementwise=True)
+        >>> defvjp(cube, lambda xp, g, ans, x: g * 3 * x * x)
+    """
+    name = name or getattr(raw_fn, "__name__", "primitive")
+    entry = VJPEntry(name, elementwise)
+    return _make_primitive(raw_fn, entry)
+
+
+def _entry_of(prim: Any) -> VJPEntry:
+    if isinstance(prim, VJPEntry):
+        return prim
+    if isinstance(prim, str):
+        return _entry(prim)
+    entry = getattr(prim, "_arrayrl_entry", None)
+    if entry is None:
+        raise TypeError(f"defvjp: {prim!r} is not a primitive (make it with arrayrl.autodiff.primitive)")
+    return entry
+
+
+def defvjp(prim: Any, *rules: Callable | None) -> Any:
+    """Register the VJP rules of a primitive: one per positional argument, ``None`` if not differentiable.
+
+    Each rule is ``rule(xp, g, ans, *args, **kwargs) -> cotangent`` where ``xp`` is the raw namespace, ``g`` the
+    cotangent of the output (raw, the output's shape), ``ans`` the raw output and ``args``/``kwargs`` the raw
+    arguments. The cotangent must have the argument's shape (or, for an elementwise primitive, a shape that
+    broadcasts to it; it is summed back by :func:`sum_to_shape`).
+    """
+    entry = _entry_of(prim)
+    entry.rules = tuple(rules)
+    entry.argnum_rule = None
+    return prim
+
+
+def defvjp_argnum(prim: Any, rule: Callable) -> Any:
+    """Register one rule for all positional arguments: ``rule(argnum, xp, g, ans, args, kwargs)`` (variadic ops)."""
+    entry = _entry_of(prim)
+    entry.argnum_rule = rule
+    entry.rules = None
+    return prim
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Broadcasting
+
+
+def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
+    """Sum ``g`` over the axes that broadcasting added or stretched, so the result has ``shape``.
+
+    The one place where broadcasting is undone: applied to every elementwise cotangent.
+    """
+    gshape = tuple(g.shape)
+    shape = tuple(shape)
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    if lead == 1 and len(shape) == 1 and gshape[1] == shape[0] and gshape[0] and shape[0]:
+        # a bias of a batched layer: ones @ g (BLAS; NumPy's float32 sum over axis 0 is ~10x slower)
+        return xp.matmul(xp.ones((gshape[0],), dtype=g.dtype, device=g.device), g)
+    if lead < 0:
+        # a cotangent of lower rank than the argument (the argument was broadcast to the output)
+        return xp.broadcast_to(g, shape)
+    inner = tuple(lead + i for i, s in enumerate(shape) if s == 1 and gshape[lead + i] != 1)
+    n = m = 1
+    for s in gshape[:lead]:
+        n *= s
+    for s in shape:
+        m *= s
+    if lead and not inner and shape and n and m:
+        # the common case (a bias): sum over leading axes only, as ones @ g (BLAS; NumPy's float32 sum over
+        # axis 0 is ~10x slower)
+        g2 = xp.reshape(g, (n, m))
+        ones = xp.ones((n,), dtype=g.dtype, device=g.device)
+        return xp.reshape(xp.matmul(ones, g2), shape)
+    axes = tuple(range(lead)) + inner
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+        if lead:
+            g = xp.reshape(g, shape)
+    if tuple(g.shape) != shape:
+        g = xp.broadcast_to(g, shape)  # an argument of size 1 broadcast against an output of size 0 etc.
+    return g
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Backward walk
+
+
+def _toposort(roots: list) -> list:
+    """Nodes reachable from ``roots``, by decreasing creation index (iterative, no recursion)."""
+    seen = set()
+    nodes = []
+    stack = [r for r in roots if r._idx >= 0]
+    for r in stack:
+        seen.add(id(r))
+    while stack:
+        n = stack.pop()
+        nodes.append(n)
+        for _, p in n._parents:
+            pid = id(p)
+            if pid not in seen:
+                seen.add(pid)
+                stack.append(p)
+    nodes.sort(key=_IDX, reverse=True)
+    return nodes
+
+
+_IDX = operator.attrgetter("_idx")
+
+
+def backward(roots: list, seeds: list) -> dict:
+    """Propagate cotangents ``seeds`` from the Tensors ``roots`` to the leaves.
+
+    Returns ``{id(leaf): cotangent}`` for the leaves (nodes without parents) that received a cotangent.
+    Interior cotangents are freed as soon as they are used. Cotangents are accumulated out of place (a rule may
+    return its incoming ``g`` or a view of it, so no buffer is ever written).
+    """
+    cts: dict[int, Any] = {}
+    for r, s in zip(roots, seeds):
+        if r._idx < 0:
+            continue
+        k = id(r)
+        prev = cts.get(k)
+        cts[k] = s if prev is None else prev + s
+    leaves: dict[int, Any] = {}
+    pop = cts.pop
+    get = cts.get
+    for node in _toposort(roots):
+        g = pop(id(node), None)
+        if g is None:
+            continue
+        parents = node._parents
+        if not parents:
+            leaves[id(node)] = g
+            continue
+        entry = node._entry
+        rules = entry.rules
+        xp = node._xp
+        ans = node.value
+        args = node._args
+        kw = node._kw
+        for i, p in parents:
+            if rules is not None:
+                gi = rules[i](xp, g, ans, *args, **kw) if kw else rules[i](xp, g, ans, *args)
+            else:
+                gi = entry.argnum_rule(i, xp, g, ans, args, kw)
+            if gi is None:
+                continue
+            pv = p.value
+            if gi.shape != pv.shape:
+                if entry.elementwise:
+                    gi = sum_to_shape(xp, gi, pv.shape)
+                if tuple(gi.shape) != tuple(pv.shape):
+                    raise AssertionError(
+                        f"arrayrl.autodiff: VJP of {entry.name} (argument {i}) returned shape {tuple(gi.shape)}, "
+                        f"expected {tuple(pv.shape)}"
+                    )
+            gd = gi.dtype
+            if gd is not pv.dtype and gd != pv.dtype:
+                gi = xp.astype(gi, pv.dtype)
+            k = id(p)
+            prev = get(k)
+            cts[k] = gi if prev is None else prev + gi
+        del g
+    return leaves
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Operator primitives used by Tensor's dunder methods (their rules live in rules.py with the namespace's).
+
+_add = _make_primitive(operator.add, _entry("add", True))
+_sub = _make_primitive(operator.sub, _entry("subtract", True))
+_mul = _make_primitive(operator.mul, _entry("multiply", True))
+_div = _make_primitive(operator.truediv, _entry("divide", True))
+_pow = _make_primitive(operator.pow, _entry("pow", True))
+_matmul = _make_primitive(operator.matmul, _entry("matmul"))
+_neg = _make_primitive(operator.neg, _entry("negative", True))
+_abs = _make_primitive(operator.abs, _entry("abs", True))
+_getitem = _make_primitive(operator.getitem, _entry("getitem"))
+_matrix_transpose = _make_primitive(lambda x: x.mT, _entry("matrix_transpose"))
+
+
+def _permute_raw(x, axes):
+    return base_namespace(x).permute_dims(x, axes)
+
+
+_permute_dims = _make_primitive(_permute_raw, _entry("permute_dims"))
+
+
+def _to_device_raw(x, device):
+    return x.to_device(device)
+
+
+_to_device = _make_primitive(_to_device_raw, _entry("to_device"))
+
+
+# type(raw array) -> taped namespace (filled lazily by Tensor.__array_namespace__)
+_TAPED_BY_TYPE: dict[type, Any] = {}
+
+
+def taped_namespace(base: Any) -> Any:
+    """The taped namespace over the raw namespace ``base`` (one per base; built by :mod:`.namespace`)."""
+    from .namespace import taped_namespace as build
+
+    return build(base)

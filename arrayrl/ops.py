@@ -1,0 +1,170 @@
+"""Functions missing from the array-API standard, on raw OR taped arrays, with fused (hand-derived) VJPs.
+
+Each function is a tape primitive (:func:`arrayrl.autodiff.primitive`) over a raw kernel of
+:mod:`arrayrl._kernels` (or :mod:`arrayrl._scan`): on raw arrays it calls the kernel directly, on
+:class:`~arrayrl.autodiff.Tensor` it records one node whose VJP is written below instead of a chain of elementary
+nodes. Conventions follow PyTorch (``relu``'s gradient is 0 at 0, ``smooth_l1`` is ``F.smooth_l1_loss`` with
+``reduction="none"``).
+
+================================ ========================================== =================================
+function                         value                                      VJP (cotangent ``g``)
+================================ ========================================== =================================
+``logsumexp(x, axis, keepdims)`` ``log sum exp x``                          ``g exp(x - y)``
+``log_softmax(x, axis=-1)``      ``x - logsumexp(x)``                       ``g - exp(y) sum(g)``
+``softmax(x, axis=-1)``          ``exp(x) / sum exp(x)``                    ``y (g - sum(g y))``
+``softplus(x, beta, threshold)`` ``log(1 + exp(beta x)) / beta``            ``g sigmoid(beta x)``
+``sigmoid(x)``                   ``1 / (1 + exp(-x))``                      ``g y (1 - y)``
+``relu(x)``                      ``max(x, 0)``                              ``g [not x <= 0]``
+``elu(x, alpha)``                ``x`` or ``alpha (exp(x) - 1)``            ``g`` or ``g alpha exp(x)``
+``leaky_relu(x, negative_slope)`` ``x`` or ``negative_slope x``             ``g`` or ``g negative_slope``
+``silu(x)``                      ``x sigmoid(x)``                           ``g s (1 + x (1 - s))``
+``smooth_l1(x, beta=1)``         ``0.5 x^2/beta`` or ``|x| - 0.5 beta``     ``g clip(x / beta, -1, 1)``
+``reverse_discounted_scan``      ``y_t = x_t + c_t y_{t+1}``                forward scan, see below
+================================ ========================================== =================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _kernels
+from ._scan import reverse_discounted_scan_raw
+from .autodiff.core import defvjp, primitive
+
+__all__ = [
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "softplus",
+    "sigmoid",
+    "relu",
+    "elu",
+    "leaky_relu",
+    "silu",
+    "smooth_l1",
+    "reverse_discounted_scan",
+]
+
+
+def _keep(xp, y, x, axis, keepdims):
+    """Reshape a reduction output (or its cotangent) to the ``keepdims=True`` shape."""
+    if keepdims:
+        return y
+    if axis is None:
+        axes = set(range(x.ndim))
+    elif isinstance(axis, int):
+        axes = {axis % x.ndim}
+    else:
+        axes = {a % x.ndim for a in axis}
+    return xp.reshape(y, tuple(1 if i in axes else s for i, s in enumerate(x.shape)))
+
+
+logsumexp = primitive(_kernels.logsumexp, name="logsumexp")
+defvjp(
+    logsumexp,
+    lambda xp, g, ans, x, axis=None, keepdims=False: _keep(xp, g, x, axis, keepdims)
+    * xp.exp(x - _keep(xp, ans, x, axis, keepdims)),
+)
+
+log_softmax = primitive(_kernels.log_softmax, name="log_softmax")
+defvjp(log_softmax, lambda xp, g, ans, x, axis=-1: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True))
+
+softmax = primitive(_kernels.softmax, name="softmax")
+defvjp(softmax, lambda xp, g, ans, x, axis=-1: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True)))
+
+
+def _softplus_vjp(xp, g, ans, x, beta=1.0, threshold=None):
+    z = x * beta if beta != 1.0 else x
+    gs = g * _kernels.sigmoid(z)
+    return gs if threshold is None else xp.where(z > threshold, g, gs)
+
+
+softplus = primitive(_kernels.softplus, name="softplus")
+defvjp(softplus, _softplus_vjp)
+
+sigmoid = primitive(_kernels.sigmoid, name="sigmoid")
+defvjp(sigmoid, lambda xp, g, ans, x: g * (ans * (1.0 - ans)))
+
+relu = primitive(_kernels.relu, name="relu")
+defvjp(relu, lambda xp, g, ans, x: _kernels.zero_where(x <= 0, g))  # torch threshold_backward: NaN x passes g
+
+elu = primitive(_kernels.elu, name="elu")
+defvjp(elu, lambda xp, g, ans, x, alpha=1.0: xp.where(x > 0, g, g * (alpha * xp.exp(x))))
+
+leaky_relu = primitive(_kernels.leaky_relu, name="leaky_relu")
+defvjp(leaky_relu, lambda xp, g, ans, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope))
+
+
+def _silu_vjp(xp, g, ans, x):
+    s = _kernels.sigmoid(x)
+    return g * (s * (1.0 + x * (1.0 - s)))
+
+
+silu = primitive(_kernels.silu, name="silu")
+defvjp(silu, _silu_vjp)
+
+
+def _smooth_l1_vjp(xp, g, ans, x, beta=1.0):
+    if beta == 0:
+        return g * xp.sign(x)
+    return g * xp.clip(x / beta if beta != 1.0 else x, min=-1.0, max=1.0)
+
+
+smooth_l1 = primitive(_kernels.smooth_l1, name="smooth_l1")
+defvjp(smooth_l1, _smooth_l1_vjp)
+
+
+# ------------------------------------------------------------------------------------------ reverse discounted scan
+
+
+def _along(ax: int, sl: slice) -> tuple:
+    return (slice(None),) * ax + (sl, ...)
+
+
+def _scan_adjoint(xp, g, c, axis):
+    """``gx_0 = g_0``, ``gx_t = g_t + c_{t-1} gx_{t-1}``: the reverse kernel run on flipped arrays.
+
+    With ``u_s = gx_{T-1-s}``: ``u_s = g_{T-1-s} + c_{T-2-s} u_{s+1}``, i.e. a reverse scan of ``flip(g)`` with
+    discounts ``flip(c)`` shifted by one (the last discount is never used; it is set to 0).
+    """
+    ax = axis % g.ndim
+    T = g.shape[ax]
+    if T == 0:
+        return g
+    cf = xp.flip(c, axis=ax)
+    pad = xp.zeros(tuple(1 if i == ax else s for i, s in enumerate(c.shape)), dtype=c.dtype, device=c.device)
+    cs = xp.concat([cf[_along(ax, slice(1, None))], pad], axis=ax)
+    return xp.flip(reverse_discounted_scan_raw(xp.flip(g, axis=ax), cs, axis=ax), axis=ax)
+
+
+def _scan_vjp_x(xp, g, ans, x, c, axis=-1):
+    return _scan_adjoint(xp, g, c, axis)
+
+
+def _scan_vjp_c(xp, g, ans, x, c, axis=-1):
+    ax = axis % g.ndim
+    if g.shape[ax] == 0:
+        return g
+    gx = _scan_adjoint(xp, g, c, axis)
+    pad = xp.zeros(tuple(1 if i == ax else s for i, s in enumerate(ans.shape)), dtype=ans.dtype, device=ans.device)
+    y_next = xp.concat([ans[_along(ax, slice(1, None))], pad], axis=ax)
+    return gx * y_next
+
+
+def _scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
+    return reverse_discounted_scan_raw(x, c, axis=axis)
+
+
+reverse_discounted_scan = primitive(_scan_raw, name="reverse_discounted_scan")
+reverse_discounted_scan.__doc__ = """``y_t = x_t + c_t * y_{t+1}`` along ``axis`` (``y_{T-1} = x_{T-1}``), raw or taped.
+
+GAE, TD(lambda), TD(1), V-trace and reward-to-go reduce to it. Forward: :func:`arrayrl._scan.reverse_discounted_scan_raw`.
+VJP: ``gx`` is the forward scan ``gx_0 = g_0``, ``gx_t = g_t + c_{t-1} gx_{t-1}`` (the same raw kernel on flipped
+arrays), and ``gc_t = gx_t y_{t+1}`` (0 at ``t = T-1``).
+
+Args:
+    x: ``[..., T, ...]`` floating array.
+    c: same shape as ``x`` (per-step discount; 0 cuts the recursion).
+    axis: the time axis.
+"""
+defvjp(reverse_discounted_scan, _scan_vjp_x, _scan_vjp_c)

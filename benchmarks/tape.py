@@ -1,0 +1,304 @@
+"""Tape benchmark: forward + backward of a DQN loss, arrayrl's tape on NumPy vs plain torch vs TorchRL's DQNLoss.
+
+Loss (all sides identical, float32): MLP 4 -> 64 -> 64 -> 2 with ReLU; ``Q(s, a)`` gathered with the taken action;
+TD target ``r + gamma (1 - done) max_a Q_target(s', a)`` from a separate target network (no gradient); Huber
+(smooth L1, beta = 1) averaged over the batch; gradient w.r.t. the online network's parameters.
+
+Sides (each one runs in its OWN subprocess with default thread settings; sides alternate A, B, C, A, B, C ... for
+several rounds; the table reports the median over rounds of each subprocess's median per-call time):
+
+* ``arrayrl``: :func:`arrayrl.autodiff.value_and_grad` on NumPy arrays, no process tuning;
+* ``arrayrl+malloc``: after :func:`arrayrl.autodiff.tune_allocator` (glibc mmap/trim thresholds);
+* ``arrayrl+1thread``: after :func:`arrayrl.autodiff.set_blas_threads` ``(1)``;
+* ``arrayrl+tuned``: both (the documented policy for large batches, :mod:`arrayrl.autodiff.tuning`);
+* ``torch``: ``torch.nn`` + autograd, hand-written loss;
+* ``torchrl``: ``DQNLoss(QValueActor(MLP), loss_function="smooth_l1", delay_value=True)`` forward + backward on a
+  TensorDict.
+
+The "Reading the numbers" section of benchmarks/results/tape-cpu.md is written by hand after a run (a new run
+rewrites the tables only and drops it).
+
+Usage::
+
+    python benchmarks/tape.py                     # full run, writes benchmarks/results/tape-cpu.md
+    python benchmarks/tape.py --rounds 3 --batches 256
+    python benchmarks/tape.py --side arrayrl --batch 256   # one subprocess (used by the driver)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+OBS, HIDDEN, ACTIONS, GAMMA = 4, 64, 2, 0.99
+SIDES = ["arrayrl", "arrayrl+malloc", "arrayrl+1thread", "arrayrl+tuned", "torch", "torchrl"]
+# arrayrl variants: which parts of the process policy of arrayrl.autodiff.tuning they apply
+POLICIES = {
+    "arrayrl": (False, None),
+    "arrayrl+malloc": (True, None),
+    "arrayrl+1thread": (False, 1),
+    "arrayrl+tuned": (True, 1),
+}
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+
+def make_batch(batch: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {
+        "obs": rng.normal(size=(batch, OBS)).astype(np.float32),
+        "action": rng.integers(0, ACTIONS, size=(batch, 1)).astype(np.int64),
+        "next_obs": rng.normal(size=(batch, OBS)).astype(np.float32),
+        "reward": rng.normal(size=(batch, 1)).astype(np.float32),
+        "done": (rng.random(size=(batch, 1)) < 0.1),
+    }
+
+
+def make_params(seed: int = 1):
+    """PyTorch-style uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) init, weights stored (in, out)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sizes = [OBS, HIDDEN, HIDDEN, ACTIONS]
+    params = {}
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        bound = 1.0 / np.sqrt(n_in)
+        params[f"w{i}"] = rng.uniform(-bound, bound, size=(n_in, n_out)).astype(np.float32)
+        params[f"b{i}"] = rng.uniform(-bound, bound, size=(n_out,)).astype(np.float32)
+    return params
+
+
+# --------------------------------------------------------------------------------------------------------- sides
+
+
+def arrayrl_step_fn(batch_np, params_np, tuned: bool, blas_threads: int | None):
+    from arrayrl import namespace_of, ops
+    from arrayrl.autodiff import set_blas_threads, tune_allocator, value_and_grad
+
+    if tuned:
+        assert tune_allocator(), "tune_allocator failed (not glibc?)"
+    if blas_threads:
+        assert set_blas_threads(blas_threads) is not None, "OpenBLAS not found"
+
+    def mlp(p, x):
+        xp = namespace_of(p["w0"], x)
+        h = ops.relu(xp.matmul(x, p["w0"]) + p["b0"])
+        h = ops.relu(xp.matmul(h, p["w1"]) + p["b1"])
+        return xp.matmul(h, p["w2"]) + p["b2"]
+
+    def dqn_loss(params, target_params, b):
+        xp = namespace_of(params["w0"], b["obs"])
+        q_sa = xp.take_along_axis(mlp(params, b["obs"]), b["action"], axis=-1)
+        next_q = xp.max(mlp(target_params, b["next_obs"]), axis=-1, keepdims=True)  # raw: no tape
+        not_done = 1.0 - xp.astype(b["done"], next_q.dtype)
+        target = b["reward"] + (GAMMA * not_done) * next_q
+        return xp.mean(ops.smooth_l1(q_sa - target))
+
+    vg = value_and_grad(dqn_loss)
+    target_params = {k: v.copy() for k, v in params_np.items()}
+
+    def step():
+        return vg(params_np, target_params, batch_np)
+
+    return step
+
+
+def torch_step_fn(batch_np, params_np):
+    import torch
+    import torch.nn.functional as F
+
+    net = _torch_mlp(params_np)
+    target = _torch_mlp(params_np)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    b = {k: torch.from_numpy(v) for k, v in batch_np.items()}
+
+    def step():
+        q_sa = net(b["obs"]).gather(-1, b["action"])
+        with torch.no_grad():
+            next_q = target(b["next_obs"]).max(-1, keepdim=True).values
+            tgt = b["reward"] + GAMMA * (~b["done"]).float() * next_q
+        loss = F.smooth_l1_loss(q_sa, tgt)
+        net.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    return step
+
+
+def _torch_mlp(params_np):
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Linear(OBS, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, ACTIONS))
+    with torch.no_grad():
+        for i, j in enumerate((0, 2, 4)):
+            net[j].weight.copy_(torch.from_numpy(params_np[f"w{i}"].T.copy()))
+            net[j].bias.copy_(torch.from_numpy(params_np[f"b{i}"]))
+    return net
+
+
+def torchrl_step_fn(batch_np, params_np):
+    import torch
+    from tensordict import TensorDict
+    from torch import nn
+    from torchrl.modules import MLP, QValueActor
+    from torchrl.objectives import DQNLoss
+
+    mlp = MLP(in_features=OBS, out_features=ACTIONS, num_cells=[HIDDEN, HIDDEN], activation_class=nn.ReLU)
+    with torch.no_grad():
+        linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+        for i, lin in enumerate(linears):
+            lin.weight.copy_(torch.from_numpy(params_np[f"w{i}"].T.copy()))
+            lin.bias.copy_(torch.from_numpy(params_np[f"b{i}"]))
+    actor = QValueActor(mlp, in_keys=["observation"], action_space="categorical")
+    loss_mod = DQNLoss(actor, loss_function="smooth_l1", delay_value=True, action_space="categorical")
+    loss_mod.make_value_estimator(gamma=GAMMA)
+    B = batch_np["obs"].shape[0]
+    done = torch.from_numpy(batch_np["done"])
+    td = TensorDict(
+        {
+            "observation": torch.from_numpy(batch_np["obs"]),
+            "action": torch.from_numpy(batch_np["action"][:, 0]),
+            "next": {
+                "observation": torch.from_numpy(batch_np["next_obs"]),
+                "reward": torch.from_numpy(batch_np["reward"]),
+                "done": done,
+                "terminated": done.clone(),
+            },
+        },
+        batch_size=[B],
+    )
+    params = list(loss_mod.parameters())
+
+    def step():
+        out = loss_mod(td)
+        for p in params:
+            p.grad = None
+        out["loss"].backward()
+        return out["loss"]
+
+    return step
+
+
+def run_side(side: str, batch: int, min_time: float) -> dict:
+    batch_np, params_np = make_batch(batch), make_params()
+    if side in POLICIES:
+        malloc, threads = POLICIES[side]
+        step = arrayrl_step_fn(batch_np, params_np, tuned=malloc, blas_threads=threads)
+    elif side == "torch":
+        step = torch_step_fn(batch_np, params_np)
+    elif side == "torchrl":
+        step = torchrl_step_fn(batch_np, params_np)
+    else:
+        raise ValueError(side)
+    value = float(step()[0] if side.startswith("arrayrl") else step().detach())
+    t_end = time.perf_counter() + min_time * 0.3  # warm-up
+    while time.perf_counter() < t_end:
+        step()
+    times = []
+    t_end = time.perf_counter() + min_time
+    while time.perf_counter() < t_end or len(times) < 20:
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"side": side, "batch": batch, "median_s": statistics.median(times), "n": len(times), "loss": value}
+
+
+# --------------------------------------------------------------------------------------------------------- driver
+
+
+def drive(args) -> None:
+    lines = [
+        "# Tape benchmark (CPU): DQN loss forward + backward",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()}-core CPU, shared with other jobs while measured (load average "
+        f"{os.getloadavg()[0]:.1f} at the start), so absolute times are noisy; ratios are the meaningful numbers. "
+        f"Python {platform.python_version()}. Command: `python benchmarks/tape.py {' '.join(sys.argv[1:])}`.",
+        "",
+        "MLP 4->64->64->2 ReLU, Q(s,a) by take_along_axis/gather, TD target with a separate target network (no grad), "
+        "smooth L1 mean, float32, gradient w.r.t. the online parameters. Each side runs in its own subprocess, sides "
+        f"alternate, {args.rounds} rounds; per-call time = median over rounds of each run's median. `TorchRL / side` > 1 "
+        "means the side is faster than TorchRL's DQNLoss. `losses agree`: same loss value as plain torch (1e-5).",
+    ]
+    for mode in args.modes:
+        lines += ["", *_run_mode(args, mode)]
+    print("\n".join(lines))
+    if args.write:
+        os.makedirs(os.path.dirname(args.write), exist_ok=True)
+        with open(args.write, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        print(f"wrote {args.write}")
+
+
+def _run_mode(args, mode: str) -> list[str]:
+    results: dict[tuple, list] = {}
+    losses: dict[tuple, float] = {}
+    env = dict(os.environ, RL_WARNINGS="False")
+    if mode == "single":
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    for r in range(args.rounds):
+        for batch in args.batches:
+            for side in args.sides:
+                cmd = [sys.executable, __file__, "--side", side, "--batch", str(batch), "--min-time", str(args.min_time)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                results.setdefault((side, batch), []).append(res["median_s"])
+                losses[(side, batch)] = res["loss"]
+                print(
+                    f"[{mode}] round {r} batch {batch:5d} {side:16s} {res['median_s'] * 1e6:9.1f} us ({res['n']} calls)",
+                    flush=True,
+                )
+    med = {k: statistics.median(v) for k, v in results.items()}
+    title = {
+        "default": "## Default thread settings (each library's own: NumPy's OpenBLAS and torch use both cores)",
+        "single": "## Every side with one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1): tape overhead without threading",
+    }[mode]
+    lines = [title, "", "| batch | side | per call (us) | TorchRL / side | losses agree |", "|---:|---|---:|---:|---|"]
+    for batch in args.batches:
+        ref = med.get(("torchrl", batch))
+        l0 = losses.get(("torch", batch))
+        for side in args.sides:
+            t = med[(side, batch)]
+            ratio = f"{ref / t:.2f}x" if ref else "-"
+            agree = "yes" if l0 is None or abs(losses[(side, batch)] - l0) <= 1e-5 * max(1.0, abs(l0)) else "NO"
+            lines.append(f"| {batch} | {side} | {t * 1e6:.1f} | {ratio} | {agree} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--side", choices=SIDES)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
+    ap.add_argument("--sides", nargs="+", default=SIDES, choices=SIDES)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=1.5)
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=["default", "single"],
+        choices=["default", "single"],
+        help="default: each side's own thread settings; single: OMP/OPENBLAS/MKL_NUM_THREADS=1 for every side",
+    )
+    ap.add_argument(
+        "--write", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tape-cpu.md")
+    )
+    args = ap.parse_args()
+    if args.side:
+        print(json.dumps(run_side(args.side, args.batch, args.min_time)))
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()
