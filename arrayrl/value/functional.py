@@ -1,0 +1,579 @@
+"""Value estimators as pure functions, with TorchRL 0.14.1's names, argument order and keywords.
+
+Code written against ``torchrl.objectives.value.functional`` runs after changing the import::
+
+    from arrayrl.value.functional import generalized_advantage_estimate
+    adv, target = generalized_advantage_estimate(0.99, 0.95, value, next_value, reward, done, terminated)
+
+Conventions (TorchRL's)
+-----------------------
+* Every array has the same shape ``[*B, T, *F]``; the time axis is ``time_dim`` (default ``-2``: TorchRL's
+  ``[*B, T, F]`` layout with a trailing feature axis). Any axis can be the time axis (``time_dim`` may be
+  negative or not); every other index is an independent trajectory. A 1-D input is a single trajectory and needs
+  ``time_dim=-1`` (or ``0``), as in TorchRL. Shapes are never broadcast: ``[B]`` against ``[B, 1]`` is an error.
+* ``done`` and ``terminated`` are bool arrays of the values' shape. ``done[t]`` marks the last step of a
+  trajectory: multi-step recursions are cut there. ``terminated[t]`` masks the bootstrap ``V(s_{t+1})``
+  (``next_state_value[t]``). A truncated step (``done & ~terminated``) bootstraps from ``next_state_value[t]``.
+  The last step of the rollout always bootstraps from ``next_state_value[T-1]`` unless terminated.
+  ``terminated=None`` means ``terminated = done``. ``terminated`` should imply ``done`` (as it does in every
+  TorchRL environment).
+* ``gamma`` and ``lmbda`` are Python numbers, 0-d (or one-element) arrays, or per-step arrays of the values' shape.
+  Per-step values are "rolling" (``gamma[t]`` discounts the step from ``t`` to ``t + 1``); with
+  ``rolling_gamma=False`` (TD(1) and TD(lambda) only) ``gamma[k]`` discounts the whole future seen from ``k``.
+* Outputs have the inputs' shape and dtype.
+
+Differences with TorchRL (all documented in ``docs/divergences.md``)
+--------------------------------------------------------------------
+* The ``vec_*`` names are the *same* exact implementation as the loop names. TorchRL's ``vec_*`` functions drop
+  geometric-filter terms below ``1e-7`` and build ``[T, T]`` tables; arrayrl reduces every recursive estimator to
+  one exact reverse scan (:func:`arrayrl.ops.reverse_discounted_scan`), so the ``vec_*`` variants also accept
+  ``rolling_gamma=False`` (TorchRL raises ``NotImplementedError``).
+* A masked bootstrap is a ``where``, not a multiplication: a NaN or infinite ``next_state_value`` at a terminated
+  step, or any garbage after ``done``, never reaches other outputs (TorchRL gives NaN).
+* ``td1_return_estimate(..., rolling_gamma=False)``: TorchRL seeds that branch with 0, so a last step that is not
+  done does not bootstrap, unlike every other estimator (and its own ``td_lambda_return_estimate`` with
+  ``lmbda=1``). arrayrl bootstraps; ``torchrl_compat=True`` reproduces TorchRL.
+* Bad input raises ``TypeError`` (dtype) or ``ValueError`` (shape, axis) naming the argument, instead of
+  TorchRL's ``RuntimeError``.
+
+Every function is differentiable through :mod:`arrayrl.autodiff` with respect to the values and rewards (only
+array-API calls and :func:`arrayrl.ops.reverse_discounted_scan`).
+
+Papers: Sutton & Barto (2018), ch. 6, 7, 12 (TD(0), TD(1), TD(lambda)); Schulman et al. (2016), "High-Dimensional
+Continuous Control Using Generalized Advantage Estimation" (GAE); Espeholt et al. (2018), "IMPALA" (V-trace).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from .._backend import is_array, namespace_of
+from .._checks import check_bool, check_floating, check_same_shape
+from ..ops import reverse_discounted_scan
+
+__all__ = [
+    "td0_return_estimate",
+    "td0_advantage_estimate",
+    "td1_return_estimate",
+    "vec_td1_return_estimate",
+    "td1_advantage_estimate",
+    "vec_td1_advantage_estimate",
+    "td_lambda_return_estimate",
+    "vec_td_lambda_return_estimate",
+    "td_lambda_advantage_estimate",
+    "vec_td_lambda_advantage_estimate",
+    "generalized_advantage_estimate",
+    "vec_generalized_advantage_estimate",
+    "vtrace_advantage_estimate",
+    "reward2go",
+]
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+class _Ctx:
+    """Namespace, dtype, device, shape and the normalised time axis of one call, plus 0-d constants."""
+
+    __slots__ = ("xp", "dtype", "device", "shape", "ax", "zero", "one")
+
+    def __init__(self, xp: Any, ref: Any, ax: int | None):
+        self.xp = xp
+        self.dtype = ref.dtype
+        self.device = ref.device
+        self.shape = tuple(ref.shape)
+        self.ax = ax
+        self.zero = xp.zeros((), dtype=ref.dtype, device=ref.device)
+        self.one = xp.ones((), dtype=ref.dtype, device=ref.device)
+
+    def last_step(self) -> Any:
+        """Bool array, broadcastable to ``shape``, True at the last index of the time axis."""
+        xp, T = self.xp, self.shape[self.ax]
+        idx = xp.arange(T, device=self.device) == T - 1
+        return xp.reshape(idx, tuple(T if i == self.ax else 1 for i in range(len(self.shape))))
+
+
+def _time_axis(time_dim: Any, ndim: int) -> int:
+    if isinstance(time_dim, bool) or not isinstance(time_dim, int):
+        raise TypeError(f"time_dim: expected an int, got {type(time_dim).__name__}")
+    if ndim == 0:
+        raise ValueError("inputs must have a time axis, got 0-d arrays")
+    if not -ndim <= time_dim < ndim:
+        hint = " (1-D inputs are a single trajectory: pass time_dim=-1)" if ndim == 1 else ""
+        raise ValueError(
+            f"time_dim: expected an axis in [{-ndim}, {ndim}) for inputs of {ndim} dimension(s), got {time_dim}{hint}"
+        )
+    return time_dim % ndim
+
+
+_KIND_CACHE: dict = {}
+
+
+def _is_kind(base: Any, dtype: Any, kind: str) -> bool:
+    key = (id(base), dtype, kind)
+    try:
+        return _KIND_CACHE[key]
+    except KeyError:
+        res = _KIND_CACHE[key] = bool(base.isdtype(dtype, kind))
+        return res
+    except TypeError:  # unhashable dtype
+        return bool(base.isdtype(dtype, kind))
+
+
+def _prepare(floats: dict, flags: dict, time_dim: Any = None) -> _Ctx:
+    """Check dtypes and shapes (never broadcast) and build the call context.
+
+    ``floats``/``flags`` map argument names to arrays (``None`` flags are skipped); the first float array is
+    the reference for shape, dtype and device. Errors come from :mod:`arrayrl._checks` (messages name the argument).
+    """
+    items = [(n, a, "real floating") for n, a in floats.items()]  # required: None is an error below
+    items += [(n, a, "bool") for n, a in flags.items() if a is not None]
+    for name, a, _ in items:
+        if a is None or isinstance(a, (bool, int, float)):
+            raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
+    try:
+        xp = namespace_of(*[a for _, a, _ in items])
+    except TypeError:
+        for name, a, _ in items:
+            if not is_array(a):
+                raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
+        raise
+    base = getattr(xp, "_arrayrl_base", xp)
+    ref = items[0][1]
+    shape = tuple(ref.shape)
+    for name, a, kind in items:
+        if not _is_kind(base, a.dtype, kind):
+            (check_floating if kind == "real floating" else check_bool)(a, name)
+        if tuple(a.shape) != shape:
+            check_same_shape({n: arr for n, arr, _ in items})
+    ax = None if time_dim is None else _time_axis(time_dim, ref.ndim)
+    return _Ctx(xp, ref, ax)
+
+
+def _coef(ctx: _Ctx, value: Any, name: str) -> Any:
+    """A discount-like coefficient (gamma, lmbda, thresholds): a Python float, a 0-d array of the inputs' dtype,
+    or a per-step array of the inputs' shape. Anything else raises ``ValueError``/``TypeError`` naming ``name``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a number or an array, got bool")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if not is_array(value):
+        raise TypeError(f"{name}: expected a number or an array, got {type(value).__name__}")
+    xp = ctx.xp
+    shape = tuple(value.shape)
+    if shape != ctx.shape:
+        n = 1
+        for s in shape:
+            n *= s
+        if n != 1:
+            raise ValueError(
+                f"{name}: expected a scalar or an array of the inputs' shape {ctx.shape}, got shape {shape}"
+            )
+        value = xp.reshape(value, ())
+    if value.dtype != ctx.dtype:
+        value = xp.astype(value, ctx.dtype)
+    return value
+
+
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, float) or v.ndim == 0
+
+
+def _const(ctx: _Ctx, v: Any) -> Any:
+    """``v`` as an array (0-d for scalars) so it can be a branch of ``where``."""
+    return ctx.xp.asarray(v, dtype=ctx.dtype, device=ctx.device) if isinstance(v, float) else v
+
+
+def _masked(ctx: _Ctx, mask: Any, value: Any) -> Any:
+    """``0`` where ``mask`` else ``value`` (a select: NaN/inf in ``value`` under the mask never leaks)."""
+    return ctx.xp.where(mask, ctx.zero, value)
+
+
+def _scan(ctx: _Ctx, x: Any, c: Any) -> Any:
+    return reverse_discounted_scan(x, c, axis=ctx.ax)
+
+
+def _default_terminated(done: Any, terminated: Any) -> Any:
+    return done if terminated is None else terminated
+
+
+# -------------------------------------------------------------------------------------------------------- TD(0)
+
+
+def td0_return_estimate(
+    gamma: Any,
+    next_state_value: Any,
+    reward: Any,
+    terminated: Any = None,
+    *,
+    done: Any = None,
+) -> Any:
+    """One-step TD target ``G_t = r_t + gamma_t (1 - terminated_t) V(s_{t+1})``.
+
+    Elementwise, so there is no time axis. ``done`` plays no role: truncated steps bootstrap.
+
+    Args:
+        gamma: discount, scalar or per-step.
+        next_state_value: ``V(s_{t+1})``, any shape.
+        reward: ``r_t``, same shape.
+        terminated: bool, same shape.
+
+    Keyword Args:
+        done: deprecated alias of ``terminated``, used only if ``terminated`` is None (warns, like TorchRL).
+
+    Returns:
+        ``G``, same shape and dtype as ``reward``.
+    """
+    if terminated is None:
+        if done is None:
+            raise TypeError("td0_return_estimate: terminated is required")
+        warnings.warn(
+            "done for td0_return_estimate is deprecated. Pass ``terminated`` instead.", DeprecationWarning, stacklevel=2
+        )
+        terminated = done
+    ctx = _prepare({"next_state_value": next_state_value, "reward": reward}, {"terminated": terminated})
+    g = _coef(ctx, gamma, "gamma")
+    return reward + g * _masked(ctx, terminated, next_state_value)
+
+
+def td0_advantage_estimate(
+    gamma: Any,
+    state_value: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+) -> Any:
+    """TD(0) advantage ``r_t + gamma_t (1 - terminated_t) V(s_{t+1}) - V(s_t)``.
+
+    ``done`` is only the default of ``terminated`` (TorchRL's argument order). All arrays share one shape.
+    """
+    terminated = _default_terminated(done, terminated)
+    _prepare(
+        {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
+        {"done": done, "terminated": terminated},
+    )
+    return td0_return_estimate(gamma, next_state_value, reward, terminated) - state_value
+
+
+# -------------------------------------------------------------------------------------------------------- TD(1)
+
+
+def td1_return_estimate(
+    gamma: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    rolling_gamma: bool | None = None,
+    time_dim: int = -2,
+    *,
+    torchrl_compat: bool = False,
+) -> Any:
+    """TD(1) (Monte-Carlo) return, bootstrapped at truncations and at the end of the rollout.
+
+    ``G_t = r_t``                                        if terminated_t
+    ``G_t = r_t + gamma_t V(s_{t+1})``                   if done_t (truncated) or t = T-1
+    ``G_t = r_t + gamma_t G_{t+1}``                      otherwise
+
+    One reverse scan: ``x_t = r_t + [b_t] gamma_t V(s_{t+1})`` with ``b = (done | last) & ~terminated``, and
+    ``c_t = gamma_t [~(done_t | terminated_t)]``.
+
+    Args:
+        gamma: discount, scalar or per-step (rolling, see ``rolling_gamma``).
+        next_state_value, reward: ``[*B, T, *F]`` floating arrays.
+        done, terminated: bool arrays of the same shape (``terminated`` defaults to ``done``).
+        rolling_gamma: ``None``/``True``: ``gamma[t]`` discounts step ``t -> t+1``. ``False`` (needs a per-step
+            gamma): ``gamma[k]`` discounts the whole future of step ``k``,
+            ``G_k = r_k + g_k r_{k+1} + g_k^2 r_{k+2} + ...`` (O(T^2) memory).
+        time_dim: the time axis (default ``-2``).
+        torchrl_compat: with ``rolling_gamma=False``, reproduce TorchRL 0.14.1, whose recursion starts from 0: a
+            last step that is not done does not bootstrap.
+
+    Returns:
+        ``G``, same shape and dtype as ``reward``.
+    """
+    terminated = _default_terminated(done, terminated)
+    ctx = _prepare(
+        {"next_state_value": next_state_value, "reward": reward}, {"done": done, "terminated": terminated}, time_dim
+    )
+    xp = ctx.xp
+    g = _coef(ctx, gamma, "gamma")
+    if rolling_gamma is False:
+        if _is_scalar(g):
+            raise ValueError("rolling_gamma=False is expected only with time-sensitive (per-step) gamma values")
+        boot = done if torchrl_compat else xp.logical_or(done, ctx.last_step())
+        vstar = _masked(ctx, terminated, next_state_value)
+        return _non_rolling_return(ctx, g, 1.0, vstar, reward, xp.logical_or(done, terminated), boot)
+    boot = xp.logical_and(xp.logical_or(done, ctx.last_step()), xp.logical_not(terminated))
+    x = reward + xp.where(boot, g * next_state_value, ctx.zero)
+    c = xp.where(xp.logical_or(done, terminated), ctx.zero, _const(ctx, g))
+    return _scan(ctx, x, c)
+
+
+def td1_advantage_estimate(
+    gamma: Any,
+    state_value: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    rolling_gamma: bool | None = None,
+    time_dim: int = -2,
+    *,
+    torchrl_compat: bool = False,
+) -> Any:
+    """TD(1) advantage: :func:`td1_return_estimate` ``- state_value`` (all arrays of one shape)."""
+    terminated = _default_terminated(done, terminated)
+    _prepare(
+        {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    ret = td1_return_estimate(
+        gamma, next_state_value, reward, done, terminated, rolling_gamma, time_dim=time_dim,
+        torchrl_compat=torchrl_compat,
+    )
+    return ret - state_value
+
+
+# --------------------------------------------------------------------------------------------------- TD(lambda)
+
+
+def td_lambda_return_estimate(
+    gamma: Any,
+    lmbda: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    rolling_gamma: bool | None = None,
+    time_dim: int = -2,
+) -> Any:
+    """TD(lambda) return (Sutton & Barto, eq. 12.3, recursive form with TorchRL's masks).
+
+    ``V*_t = (1 - terminated_t) V(s_{t+1})``;
+    ``G_t = r_t + gamma_t [(1 - lambda_t) V*_t + lambda_t X_t]`` with ``X_t = V*_t`` if done_t or t = T-1,
+    else ``X_t = G_{t+1}``.
+
+    One reverse scan: ``x_t = r_t + gamma_t V*_t w_t`` with ``w_t = 1`` if done_t or t = T-1 else
+    ``1 - lambda_t``, and ``c_t = gamma_t lambda_t [~done_t]``. ``lmbda = 0`` gives TD(0), ``lmbda = 1`` TD(1).
+
+    Args:
+        gamma, lmbda: scalars or per-step arrays.
+        next_state_value, reward: ``[*B, T, *F]`` floating arrays.
+        done, terminated: bool arrays of the same shape (``terminated`` defaults to ``done``).
+        rolling_gamma: ``False`` (needs per-step gamma or lmbda): ``gamma[k]`` and ``lmbda[k]`` are used for the
+            whole future of step ``k`` (O(T^2) memory).
+        time_dim: the time axis (default ``-2``).
+
+    Returns:
+        ``G``, same shape and dtype as ``reward``.
+    """
+    terminated = _default_terminated(done, terminated)
+    ctx = _prepare(
+        {"next_state_value": next_state_value, "reward": reward}, {"done": done, "terminated": terminated}, time_dim
+    )
+    xp = ctx.xp
+    g = _coef(ctx, gamma, "gamma")
+    lm = _coef(ctx, lmbda, "lmbda")
+    vstar = _masked(ctx, terminated, next_state_value)
+    ends = xp.logical_or(done, ctx.last_step())
+    if rolling_gamma is False:
+        if _is_scalar(g) and _is_scalar(lm):
+            raise ValueError(
+                "rolling_gamma=False is expected only with time-sensitive (per-step) gamma or lambda values"
+            )
+        return _non_rolling_return(ctx, g, lm, vstar, reward, done, ends)
+    w = xp.where(ends, ctx.one, _const(ctx, 1.0 - lm))
+    x = reward + g * vstar * w
+    c = xp.where(done, ctx.zero, _const(ctx, g * lm))
+    return _scan(ctx, x, c)
+
+
+def td_lambda_advantage_estimate(
+    gamma: Any,
+    lmbda: Any,
+    state_value: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    rolling_gamma: bool | None = None,
+    time_dim: int = -2,
+) -> Any:
+    """TD(lambda) advantage: :func:`td_lambda_return_estimate` ``- state_value`` (all arrays of one shape)."""
+    terminated = _default_terminated(done, terminated)
+    _prepare(
+        {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    ret = td_lambda_return_estimate(
+        gamma, lmbda, next_state_value, reward, done, terminated, rolling_gamma, time_dim=time_dim
+    )
+    return ret - state_value
+
+
+def _non_rolling_return(ctx: _Ctx, g: Any, lm: Any, vstar: Any, reward: Any, cut: Any, boot: Any) -> Any:
+    """``rolling_gamma=False``: every step ``k`` runs its own recursion with constants ``(g_k, lm_k)``.
+
+    ``G_k = sum_{i >= k, no cut in [k, i)} (g_k lm_k)^{i-k} (r_i + g_k (1 - lm_k) V*_i + g_k lm_k [boot_i] V*_i)``,
+    evaluated with a ``[..., T(k), T(i)]`` table (exact powers; no truncation).
+    """
+    xp, ax = ctx.xp, ctx.ax
+    T = ctx.shape[ax]
+
+    def last(a: Any) -> Any:  # time axis last
+        return xp.moveaxis(a, ax, -1) if not _is_scalar(a) else a
+
+    def per_k(a: Any) -> Any:  # [..., T] -> [..., T, 1]
+        return xp.expand_dims(last(a), axis=-1) if not _is_scalar(a) else a
+
+    def per_i(a: Any) -> Any:  # [..., T] -> [..., 1, T]
+        return xp.expand_dims(last(a), axis=-2)
+
+    cuts = xp.astype(last(cut), xp.int64)
+    seg = xp.cumulative_sum(cuts, axis=-1, include_initial=True)[..., :T]  # cuts strictly before i
+    steps = xp.arange(T, device=ctx.device)
+    ahead = steps[None, :] >= steps[:, None]  # [T(k), T(i)]: i >= k
+    same_traj = xp.expand_dims(seg, axis=-1) == xp.expand_dims(seg, axis=-2)
+    valid = xp.logical_and(ahead, same_traj)
+    expo = xp.astype(xp.clip(steps[None, :] - steps[:, None], min=0), ctx.dtype)
+    gk, lk = per_k(g), per_k(lm)
+    a = _const(ctx, gk * lk)
+    pw = a**expo  # finite: expo >= 0
+    vs = per_i(vstar)
+    term = per_i(reward) + gk * (1.0 - lk) * vs + a * xp.where(per_i(boot), vs, ctx.zero)
+    out = xp.sum(xp.where(valid, pw * term, ctx.zero), axis=-1)
+    return xp.moveaxis(out, -1, ax)
+
+
+# ---------------------------------------------------------------------------------------------------------- GAE
+
+
+def generalized_advantage_estimate(
+    gamma: Any,
+    lmbda: Any,
+    state_value: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    *,
+    time_dim: int = -2,
+) -> tuple[Any, Any]:
+    """Generalized advantage estimate (Schulman et al., 2016) -> ``(advantage, value_target)``.
+
+    ``delta_t = r_t + gamma_t (1 - terminated_t) V(s_{t+1}) - V(s_t)``,
+    ``A_t = delta_t + gamma_t lambda_t (1 - done_t) A_{t+1}`` (``A_T = 0``), ``value_target = A + V``.
+
+    Args:
+        gamma, lmbda: scalars or per-step arrays.
+        state_value, next_state_value, reward: ``[*B, T, *F]`` floating arrays.
+        done, terminated: bool arrays of the same shape (``terminated`` defaults to ``done``).
+        time_dim: the time axis (default ``-2``).
+
+    Returns:
+        ``(advantage, value_target)``, each of the inputs' shape and dtype.
+    """
+    terminated = _default_terminated(done, terminated)
+    ctx = _prepare(
+        {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    g = _coef(ctx, gamma, "gamma")
+    lm = _coef(ctx, lmbda, "lmbda")
+    delta = reward + g * _masked(ctx, terminated, next_state_value) - state_value
+    c = ctx.xp.where(done, ctx.zero, _const(ctx, g * lm))
+    adv = _scan(ctx, delta, c)
+    return adv, adv + state_value
+
+
+# ------------------------------------------------------------------------------------------------------ V-trace
+
+
+def vtrace_advantage_estimate(
+    gamma: Any,
+    log_pi: Any,
+    log_mu: Any,
+    state_value: Any,
+    next_state_value: Any,
+    reward: Any,
+    done: Any,
+    terminated: Any = None,
+    rho_thresh: Any = 1.0,
+    c_thresh: Any = 1.0,
+    time_dim: int = -2,
+) -> tuple[Any, Any]:
+    """V-trace targets and policy-gradient advantages (Espeholt et al., 2018) -> ``(advantage, vs)``.
+
+    ``rho_t = exp(log_pi_t - log_mu_t)`` (``log_pi``: the current policy, ``log_mu``: the behaviour policy),
+    ``rho_bar = min(rho, rho_thresh)``, ``c_bar = min(rho, c_thresh)``;
+    ``delta_t = rho_bar_t (r_t + gamma_t (1 - terminated_t) V(s_{t+1}) - V(s_t))``;
+    ``vs_t - V(s_t) = delta_t + gamma_t (1 - done_t) c_bar_t (vs_{t+1} - V(s_{t+1}))`` (0 past the rollout);
+    ``adv_t = rho_bar_t (r_t + gamma_t (1 - terminated_t) vs'_{t+1} - V(s_t))`` where ``vs'_{t+1} = vs_{t+1}``,
+    replaced by ``V(s_{t+1})`` (``next_state_value[t]``) where done_t and at the last step.
+
+    ``min`` is a clip with PyTorch's ``clamp_max`` gradient (passed at the bound).
+
+    Returns:
+        ``(advantage, vs)``, each of the inputs' shape and dtype.
+    """
+    ctx = _prepare(
+        {
+            "state_value": state_value,
+            "next_state_value": next_state_value,
+            "reward": reward,
+            "log_pi": log_pi,
+            "log_mu": log_mu,
+        },
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    terminated = _default_terminated(done, terminated)
+    xp, ax = ctx.xp, ctx.ax
+    g = _coef(ctx, gamma, "gamma")
+    rho = xp.exp(log_pi - log_mu)
+    rho_bar = xp.clip(rho, max=_coef(ctx, rho_thresh, "rho_thresh"))
+    c_bar = xp.clip(rho, max=_coef(ctx, c_thresh, "c_thresh"))
+    delta = rho_bar * (reward + g * _masked(ctx, terminated, next_state_value) - state_value)
+    c = xp.where(done, ctx.zero, g * c_bar)
+    vs = _scan(ctx, delta, c) + state_value
+    T = ctx.shape[ax]
+    lead = (slice(None),) * ax
+    vs_next = xp.concat([vs[lead + (slice(1, T), ...)], next_state_value[lead + (slice(T - 1, T), ...)]], axis=ax)
+    vs_next = xp.where(done, next_state_value, vs_next)
+    adv = rho_bar * (reward + g * _masked(ctx, terminated, vs_next) - state_value)
+    return adv, vs
+
+
+# -------------------------------------------------------------------------------------------------- reward2go
+
+
+def reward2go(reward: Any, done: Any, gamma: Any, *, time_dim: int = -2) -> Any:
+    """Discounted reward-to-go inside each trajectory, no bootstrap.
+
+    ``R_t = r_t + gamma_t (1 - done_t) R_{t+1}``, ``R_{T-1} = r_{T-1}``. Every non-time index (batch and feature
+    positions) is its own sequence, so a feature axis of any size works (TorchRL issue #2086).
+
+    Args:
+        reward: ``[*B, T, *F]`` floating array.
+        done: bool array of the same shape.
+        gamma: scalar or per-step discount.
+        time_dim: the time axis (default ``-2``).
+    """
+    ctx = _prepare({"reward": reward}, {"done": done}, time_dim)
+    c = ctx.xp.where(done, ctx.zero, _const(ctx, _coef(ctx, gamma, "gamma")))
+    return _scan(ctx, reward, c)
+
+
+# ------------------------------------------------------------------------------- vec_ names: same implementation
+
+vec_td1_return_estimate = td1_return_estimate
+vec_td1_advantage_estimate = td1_advantage_estimate
+vec_td_lambda_return_estimate = td_lambda_return_estimate
+vec_td_lambda_advantage_estimate = td_lambda_advantage_estimate
+vec_generalized_advantage_estimate = generalized_advantage_estimate
