@@ -7,7 +7,8 @@ status is 0 when every component passes, 1 when one fails, 2 when torch/torchrl 
 
 Registry
 --------
-Checks come from *provider modules* listed in :data:`CHECK_PROVIDERS`. A provider exposes ``CHECKS``, a dict
+Checks come from *provider modules* listed in :data:`CHECK_PROVIDERS` (the package :mod:`arrayrl.check`: value
+estimators, losses and the losses' self-consistency checks). A provider exposes ``CHECKS``, a dict
 ``{component name: fn}`` with ``fn(n_cases, rng, tick) -> dict`` where ``rng`` is a ``numpy.random.Generator``,
 ``tick()`` is called once per finished case (progress bar), and the dict holds ``cases``, ``value_abs``,
 ``value_rel``, ``grad_abs``, ``grad_rel``, ``passed`` and optionally ``ref_abs`` (error against ``reference/``) and
@@ -20,6 +21,7 @@ Usage::
     arrayrl check                      # every component, 20 cases each
     arrayrl check --cases 100 --seed 3
     arrayrl check --only gae vtrace    # components whose name contains one of the words
+    arrayrl check --only loss.         # the losses
     arrayrl check --list
 """
 
@@ -38,7 +40,8 @@ __all__ = ["main", "CHECK_PROVIDERS", "collect_checks", "run_checks"]
 
 #: dotted names of modules exposing ``CHECKS = {name: fn}`` (append yours)
 CHECK_PROVIDERS: list[str] = [
-    "arrayrl.value._crosscheck",
+    "arrayrl.check.value",
+    "arrayrl.check.losses",
 ]
 
 _REQUIRED = ("torch", "torchrl", "tensordict")

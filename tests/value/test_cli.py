@@ -77,3 +77,23 @@ def test_value_components_pass_against_torchrl(capsys):
                  "value.VTrace", "value.functional.reward2go"):
         assert name in out
     assert "FAIL" not in out
+
+
+@pytest.mark.torchrl
+def test_loss_components_pass_against_torchrl(capsys):
+    assert cli.main(["check", "--only", "DQN", "--cases", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "loss.DQNLoss" in out and "loss.DistributionalDQNLoss" in out
+    assert "FAIL" not in out and "2/2 components pass" in out
+
+
+@pytest.mark.torchrl
+def test_broken_loss_fails_the_check(monkeypatch, capsys):
+    """A DQN whose chosen action value is 0.1% off: its row fails and the exit status is 1."""
+    import arrayrl.objectives.functional as F
+
+    orig = F.chosen_action_value
+    monkeypatch.setattr(F, "chosen_action_value", lambda *a, **k: orig(*a, **k) * 1.001)
+    assert cli.main(["check", "--only", "loss.DQNLoss", "--cases", "2", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "failed: loss.DQNLoss" in out and "in case DQNLoss(" in out

@@ -1,9 +1,10 @@
-"""Cross-validation cases of the value estimators for ``arrayrl check`` (see :mod:`arrayrl.cli`).
+"""``arrayrl check`` provider: the value estimators vs TorchRL and ``reference/`` (see :mod:`arrayrl.cli`).
 
 Each entry of :data:`CHECKS` maps a component name to ``fn(n_cases, rng, tick) -> dict`` with keys ``cases``,
 ``value_abs``, ``value_rel``, ``grad_abs``, ``grad_rel``, ``ref_abs`` (against ``reference/``, NaN if not
-applicable) and ``passed``. Errors are maxima over the cases; relative errors are normwise
-(``max |a - b| / max |b|``). Everything is float64. ``tick()`` advances the progress bar once per case.
+applicable) and ``passed`` (see :class:`~arrayrl.check._common.Errors`: maxima over the cases, normwise relative
+errors ``max |a - b| / max(1, max |b|)``). Everything is float64. ``tick()`` advances the progress bar once per
+case.
 
 TorchRL conventions handled here (see docs/divergences.md): Python-float gamma, lambda and V-trace thresholds are
 passed to TorchRL as float64 0-d tensors (TorchRL would round them to float32); reward-to-go is compared where
@@ -13,14 +14,13 @@ TDLambdaEstimator runs with ``vectorized=False`` (its vectorized kernel truncate
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["CHECKS", "TOLERANCE"]
+from ._common import TOLERANCE, Errors
 
-TOLERANCE = 1e-9
+__all__ = ["CHECKS", "TOLERANCE"]
 
 
 def _torch():
@@ -59,36 +59,6 @@ def _tt(torch, a: Any, grad: bool = False) -> Any:
         return torch.tensor(a, dtype=torch.float64)
     t = torch.tensor(np.asarray(a))
     return t.requires_grad_(True) if grad else t
-
-
-class _Acc:
-    def __init__(self) -> None:
-        self.cases = 0
-        self.value_abs = self.value_rel = self.grad_abs = self.grad_rel = 0.0
-        self.ref_abs = float("nan")
-
-    def value(self, a: Any, b: Any) -> None:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        err = float(np.max(np.abs(a - b))) if a.size else 0.0
-        self.value_abs = max(self.value_abs, err)
-        self.value_rel = max(self.value_rel, err / max(1.0, float(np.max(np.abs(b))) if b.size else 1.0))
-
-    def grad(self, a: Any, b: Any) -> None:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        err = float(np.max(np.abs(a - b))) if a.size else 0.0
-        self.grad_abs = max(self.grad_abs, err)
-        self.grad_rel = max(self.grad_rel, err / max(1.0, float(np.max(np.abs(b))) if b.size else 1.0))
-
-    def ref(self, a: Any, b: Any) -> None:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        err = float(np.max(np.abs(a - b))) / max(1.0, float(np.max(np.abs(b))) if b.size else 1.0) if a.size else 0.0
-        self.ref_abs = err if math.isnan(self.ref_abs) else max(self.ref_abs, err)
-
-    def result(self) -> dict:
-        worst = max(self.value_rel, self.grad_rel, 0.0 if math.isnan(self.ref_abs) else self.ref_abs)
-        return {"cases": self.cases, "value_abs": self.value_abs, "value_rel": self.value_rel,
-                "grad_abs": self.grad_abs, "grad_rel": self.grad_rel, "ref_abs": self.ref_abs,
-                "passed": worst <= TOLERANCE}
 
 
 # --------------------------------------------------------------------------------------------------- functional
@@ -149,15 +119,16 @@ def _check_functional(name: str) -> Callable:
     def run(n_cases: int, rng: np.random.Generator, tick: Callable[[], None]) -> dict:
         import warnings
 
-        from ..autodiff import value_and_grad
-        from . import functional as F
+        from arrayrl.autodiff import value_and_grad
+        from arrayrl.value import functional as F
 
         torch, TF = _torch()
         call, ref, diff, opts = _functional_specs()[name]
-        acc = _Acc()
+        acc = Errors()
         for _ in range(n_cases):
             a = _case(rng, **opts)
             td = a.pop("time_dim")
+            acc.label = f"shape={np.shape(a['reward'])}, time_dim={td}"
             if name == "reward2go":
                 a["gamma"] = 0.5 + 0.5 * a["gamma"]  # TorchRL's filter is exact there
             ta = {k: _tt(torch, v, grad=k in diff) for k, v in a.items()}
@@ -200,12 +171,12 @@ def _check_class(name: str) -> Callable:
 
         import arrayrl.value as AV
 
-        from ..autodiff import value_and_grad
+        from arrayrl.autodiff import value_and_grad
 
         torch, _ = _torch()
         import torchrl.objectives.value as TV
 
-        acc = _Acc()
+        acc = Errors()
         for i in range(n_cases):
             B, T, obs_dim = int(rng.integers(1, 4)), int(rng.integers(1, 16)), 3
             n_agents = int(rng.integers(1, 4)) if name == "MultiAgentGAE" else None
@@ -238,6 +209,7 @@ def _check_class(name: str) -> Callable:
             if name in ("TD0Estimator", "TD1Estimator", "TDLambdaEstimator"):
                 kw["average_rewards"] = bool(rng.random() < 0.3) and B * T > 1
             gamma = float(rng.choice([0.9, 0.99, 1.0]))
+            acc.label = f"B={B}, T={T}, gamma={gamma}, {kw}"
             tkw = {k: (torch.tensor(v, dtype=torch.float64) if k == "lmbda" else v) for k, v in kw.items()}
             if name == "VTrace":
                 Wa = rng.normal(size=(obs_dim, 4))

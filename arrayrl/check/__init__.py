@@ -1,0 +1,9 @@
+"""Cross-validation providers of ``arrayrl check`` (the ``cli`` layer; see :mod:`arrayrl.cli`).
+
+* :mod:`.value`: value estimators (functional and classes) vs TorchRL and ``reference/``;
+* :mod:`.losses`: loss classes vs TorchRL (outputs, ``td_error``, every parameter gradient) and
+  ``reference/losses``, plus the self-consistency checks (finite differences, every backend vs NumPy).
+
+Each provider exposes ``CHECKS = {component name: fn(n_cases, rng, tick) -> dict}``. Nothing else in arrayrl
+imports this package; it may use NumPy, and imports torch/torchrl inside its functions.
+"""
