@@ -79,7 +79,17 @@ def check_min_rank(x: Any, ndim: int, name: str) -> None:
         raise ValueError(f"{name}: expected at least {ndim} dimensions, got shape {_fmt(tuple(x.shape))}")
 
 
+# (type(x), type(dtype), dtype, kind) -> True for combinations already checked (dtypes are few; the hot path is one dict lookup)
+_KIND_OK: dict = {}
+
+
 def _check_kind(x: Any, name: str, kind: str, what: str) -> None:
+    try:
+        key = (type(x), type(x.dtype), x.dtype, kind)  # (dtype types first: no cross-library dtype ==)
+        if key in _KIND_OK:
+            return
+    except (AttributeError, TypeError):  # not an array, or an unhashable dtype: the full check below
+        key = None
     check_array(x, name)
     xp = namespace_of(x)
     if is_taped(x):
@@ -87,6 +97,8 @@ def _check_kind(x: Any, name: str, kind: str, what: str) -> None:
     if not xp.isdtype(x.dtype, kind):
         article = "an" if what[0] in "aeiou" else "a"
         raise TypeError(f"{name}: expected {article} {what} dtype, got {x.dtype}")
+    if key is not None:
+        _KIND_OK[key] = True
 
 
 def check_floating(x: Any, name: str) -> None:

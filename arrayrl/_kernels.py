@@ -3,10 +3,22 @@
 Each takes raw backend arrays and uses only standard functions on ``namespace_of(x)``. :mod:`arrayrl.ops` wraps
 them as taped primitives with hand-derived VJPs; use those (they accept raw or taped arrays).
 
-One backend-specific accelerator lives here, behind generic code (DESIGN section 2): :func:`zero_where` on NumPy
-arrays ANDs the float bits with a mask instead of calling ``np.where`` (NumPy's masked loops branch per element and
-run 10-20x slower than arithmetic on random masks); the result is bit-identical to the generic
-``xp.where(cond, 0, a)`` (tested in tests/autodiff/test_ad_ops.py).
+Backend-specific accelerators live here, behind generic code (DESIGN section 2), each tested against it:
+
+* :func:`zero_where` on NumPy arrays ANDs the float bits with a mask instead of calling ``np.where`` (NumPy's masked
+  loops branch per element and run 10-20x slower than arithmetic on random masks); the result is bit-identical to
+  the generic ``xp.where(cond, 0, a)`` (tests/autodiff/test_ad_ops.py);
+* :func:`linear` on NumPy arrays adds the bias and applies the activation in place on the fresh matmul product
+  (no temporaries), adds the bias of narrow tall outputs on a wider view (:func:`_add_rows_np`) and skips the
+  namespace lookup; :func:`relu`/:func:`elu`/:func:`elu_slope` compare against a cached zero array (NumPy's
+  ``maximum``/``minimum`` against a scalar take a non-SIMD loop, 4x slower), and float32 :func:`elu` uses
+  ``exp(m) - 1`` (NumPy's float32 ``expm1`` has no SIMD loop); :func:`take_along_axis` and the taped NumPy
+  namespace's ``sum``/``mean``/``reshape`` (:data:`NUMPY_KERNELS`) skip NumPy's Python-level wrappers;
+  :func:`expand_to` fills instead of broadcasting. Same values as the generic code (bit-identical except float32
+  ``elu``, within 1.2e-7), tested in tests/autodiff/test_ad_fastpaths.py.
+
+NumPy's elementwise loops are fast only on same-shape contiguous operands: broadcasting a scalar or a row takes
+slower loops (2-5x), and ``np.where`` on random masks is 20-40x slower than arithmetic. The kernels avoid both.
 """
 
 from __future__ import annotations
@@ -25,13 +37,48 @@ __all__ = [
     "sigmoid",
     "relu",
     "elu",
+    "elu_slope",
     "leaky_relu",
     "silu",
     "smooth_l1",
     "zero_where",
+    "expand_to",
+    "ones_vector",
+    "take_along_axis",
+    "take_along_axis_vjp",
+    "linear",
+    "LINEAR_ACTIVATIONS",
 ]
 
 _FAST_MIN_SIZE = 2048  # below this np.where is as fast as the bit trick
+
+# dtype -> a read-only 1-D NumPy zero buffer, grown to the largest request (one per dtype). NumPy's maximum/minimum
+# against a scalar or a broadcast operand take a slow non-SIMD loop (4x slower than against a same-shape array).
+_ZEROS: dict = {}
+
+
+_ONES: dict = {}
+
+
+def _cached(cache: dict, fill: Any, n: int, dtype: Any) -> Any:
+    buf = cache.get(dtype)
+    if buf is None or buf.size < n:
+        buf = _np.full(max(n, 2 * buf.size if buf is not None else 0), fill, dtype=dtype)
+        buf.flags.writeable = False
+        cache[dtype] = buf
+    return buf[:n]
+
+
+def _np_zeros_like(a: Any) -> Any:
+    """A read-only array of zeros with ``a``'s shape and dtype (a view of the cached buffer: no allocation)."""
+    return _cached(_ZEROS, 0, a.size, a.dtype).reshape(a.shape)
+
+
+def ones_vector(xp: Any, n: int, like: Any) -> Any:
+    """``ones((n,))`` with ``like``'s dtype and device (NumPy: a read-only view of a cached buffer)."""
+    if type(like) is _np.ndarray:
+        return _cached(_ONES, 1, n, like.dtype)
+    return xp.ones((n,), dtype=like.dtype, device=like.device)
 
 
 def zero_where(cond: Any, a: Any) -> Any:
@@ -46,6 +93,82 @@ def zero_where(cond: Any, a: Any) -> Any:
         return keep.view(a.dtype)
     xp = namespace_of(a)
     return xp.where(cond, xp.zeros((), dtype=a.dtype, device=a.device), a)
+
+
+def expand_to(xp: Any, a: Any, shape: tuple) -> Any:
+    """``broadcast_to(a, shape)`` for the tape's reduction VJPs (``a`` has the keepdims shape).
+
+    NumPy accelerator: a filled fresh array instead of a broadcast view (``np.broadcast_to`` is a slow Python-level
+    function, and NumPy's arithmetic on broadcast operands takes slow non-SIMD loops downstream); same values."""
+    if type(a) is _np.ndarray or isinstance(a, _np.generic):
+        out = _np.empty(shape, dtype=a.dtype)
+        out[...] = a
+        return out
+    return xp.broadcast_to(a, shape)
+
+
+def _last_axis_single(x: Any, indices: Any, axis: int) -> bool:
+    """NumPy arrays, a gather along the last axis of one index per row, no broadcasting (the fast case)."""
+    return (
+        type(x) is _np.ndarray
+        and type(indices) is _np.ndarray
+        and x.ndim == indices.ndim
+        and x.ndim >= 1
+        and axis % x.ndim == x.ndim - 1
+        and indices.shape[-1] == 1
+        and x.shape[:-1] == indices.shape[:-1]
+        and x.shape[-1] > 0
+    )
+
+
+def take_along_axis(x: Any, indices: Any, axis: int = -1) -> Any:
+    """``take_along_axis(x, indices, axis)`` of ``x``'s namespace.
+
+    NumPy accelerator (one index per row along the last axis, the Q(s, a) gather): fancy indexing on the
+    ``[rows, n]`` view (``np.take_along_axis`` builds its index grids in Python); same values and errors."""
+    if _last_axis_single(x, indices, axis):
+        n = x.shape[-1]
+        rows = x.size // n
+        return x.reshape(rows, n)[_np.arange(rows), indices.reshape(rows)].reshape(indices.shape)
+    return namespace_of(x).take_along_axis(x, indices, axis=axis)
+
+
+def take_along_axis_vjp(xp: Any, g: Any, x: Any, indices: Any, axis: int) -> Any:
+    """The cotangent of ``x`` for :func:`take_along_axis` when :func:`_last_axis_single` holds (NumPy): ``g``
+    scattered into zeros at the gathered positions (one per row, so no accumulation), exactly
+    ``where(arange(n) == idx, g, 0)``."""
+    n = x.shape[-1]
+    rows = x.size // n
+    out = _np.zeros(x.shape, dtype=g.dtype)
+    out.reshape(rows, n)[_np.arange(rows), indices.reshape(rows)] = g.reshape(rows)
+    return out
+
+
+def _np_sum(x: Any, axis: Any = None, *args: Any, dtype: Any = None, keepdims: bool = False, **kw: Any) -> Any:
+    """``np.sum`` without its Python-level dispatch (``np.add.reduce``: the same reduction, same values)."""
+    if args or kw or type(x) is not _np.ndarray or (dtype is None and x.dtype.kind in "biu"):
+        return _np.sum(x, axis, *args, dtype=dtype, keepdims=keepdims, **kw)  # (integer promotion of np.sum)
+    return _np.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def _np_mean(x: Any, axis: Any = None, *args: Any, keepdims: bool = False, **kw: Any) -> Any:
+    """``np.mean`` of a float32/float64 array without its Python-level dispatch: the sum (``np.add.reduce``, as
+    ``np.mean`` does) divided by the count; the same values."""
+    if args or kw or type(x) is not _np.ndarray or x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        return _np.mean(x, axis, *args, keepdims=keepdims, **kw)
+    if axis is None:
+        n = x.size
+    else:
+        n = 1
+        for a in (axis,) if isinstance(axis, int) else axis:
+            n *= x.shape[a]
+    return _np.add.reduce(x, axis=axis, keepdims=keepdims) / n
+
+
+#: raw functions used instead of NumPy's own by the taped NumPy namespace (same values; tested)
+NUMPY_KERNELS = {"take_along_axis": lambda x, indices, /, *, axis=-1: take_along_axis(x, indices, axis),
+                 "sum": _np_sum, "mean": _np_mean,
+                 "reshape": lambda x, /, shape, *, copy=None: x.reshape(shape) if copy is None else _np.reshape(x, shape, copy=copy)}
 
 
 def _finite_max(xp: Any, x: Any, axis: Any) -> Any:
@@ -100,14 +223,51 @@ def sigmoid(x: Any) -> Any:
 
 
 def relu(x: Any) -> Any:
-    """``max(x, 0)`` as ``torch.relu``: ``0`` where ``x <= 0``, ``x`` elsewhere (NaN propagates)."""
+    """``max(x, 0)`` as ``torch.relu``: ``0`` where ``x <= 0``, ``x`` elsewhere (NaN propagates).
+
+    NumPy accelerator (arrays of at least 2048 elements): ``np.maximum`` against a cached zero array (NaN propagates
+    too; 3x faster than the bit trick of :func:`zero_where` and than ``np.maximum(x, 0.0)``)."""
+    if type(x) is _np.ndarray and x.size >= _FAST_MIN_SIZE:
+        return _np.maximum(x, _np_zeros_like(x))
     return zero_where(x <= 0, x)
 
 
 def elu(x: Any, alpha: float = 1.0) -> Any:
-    """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise."""
+    """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise, as ``max(x, 0) + alpha expm1(min(x, 0))`` (one of the
+    two terms is exactly 0; no ``where``, whose NumPy loop branches per element).
+
+    NumPy accelerator: NumPy's float32 ``expm1`` has no SIMD loop (6x slower than ``exp``), so float32 NumPy arrays
+    use ``exp(m) - 1`` (absolute error below 1.2e-7, one float32 ulp of 1).
+    """
+    if type(x) is _np.ndarray and x.dtype == _np.float32:
+        z = _np_zeros_like(x)
+        e = _np.exp(_np.minimum(x, z))
+        e -= 1.0
+        if alpha != 1.0:
+            e *= alpha
+        e += _np.maximum(x, z)
+        return e
     xp = namespace_of(x)
-    return xp.where(x > 0, x, alpha * xp.expm1(x))
+    e = xp.expm1(xp.minimum(x, 0.0))
+    return xp.maximum(x, 0.0) + (alpha * e if alpha != 1.0 else e)
+
+
+def elu_slope(x: Any, alpha: float = 1.0) -> Any:
+    """``d elu / dx``: ``1`` for ``x > 0``, ``alpha exp(x)`` otherwise (torch's ``elu_backward``; ``alpha`` at 0).
+
+    For ``0 < alpha <= 1`` written without ``where`` (NumPy's masked loop branches per element): since
+    ``alpha exp(min(x, 0)) <= 1`` it is ``max(alpha exp(min(x, 0)), [x > 0])``, exactly the same values.
+    """
+    xp = namespace_of(x)
+    if 0.0 < alpha <= 1.0:
+        if type(x) is _np.ndarray:
+            z = _np_zeros_like(x)
+            e = _np.exp(_np.minimum(x, z))
+            if alpha != 1.0:
+                e *= alpha
+            return _np.maximum(e, (x > 0).astype(x.dtype), out=e)
+        return xp.maximum(alpha * xp.exp(xp.minimum(x, 0.0)), xp.astype(x > 0, x.dtype))
+    return xp.where(x > 0, xp.ones_like(x), alpha * xp.exp(x))
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Any:
@@ -129,3 +289,67 @@ def smooth_l1(x: Any, beta: float = 1.0) -> Any:
     if beta == 0:
         return a
     return xp.where(a < beta, (0.5 / beta) * (x * x), a - 0.5 * beta)
+
+
+# ------------------------------------------------------------------------------------------------------------ linear
+
+#: activations that :func:`linear` can fuse (``None``: none)
+LINEAR_ACTIVATIONS = (None, "relu", "tanh")
+
+
+def _add_rows_np(y: Any, b: Any) -> None:
+    """``y += b`` in place for a C-contiguous ``[M, o]`` NumPy ``y`` and a bias ``[o]``.
+
+    NumPy's broadcast add runs its inner loop once per row, so narrow rows (``o <= 64``) of a tall ``y`` are slow;
+    the same additions done on the ``[M / r, r o]`` view with the bias tiled ``r`` times run 1.3-7x faster."""
+    m, o = y.shape
+    if 2 <= o <= 64 and m * o >= 32768 and y.flags.c_contiguous:
+        r = 512 // o
+        while m % r:
+            r //= 2
+        if r > 1:
+            yy = y.reshape(m // r, r * o)
+            _np.add(yy, _np.tile(b, r), out=yy)
+            return
+    _np.add(y, b, out=y)
+
+
+def _linear_generic(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
+    xp = namespace_of(x, weight, bias)
+    y = xp.matmul(x, weight.mT)
+    if bias is not None:
+        y = y + (xp.expand_dims(bias, axis=-2) if weight.ndim == 3 else bias)
+    if activation == "relu":
+        return relu(y)
+    if activation == "tanh":
+        return xp.tanh(y)
+    return y
+
+
+def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
+    """``act(x @ weight.mT + bias)``: a dense layer in torch's layout, optionally followed by an activation.
+
+    Shapes: ``weight [out, in]`` with ``x [*B, in]`` gives ``[*B, out]``; an ensemble ``weight [N, out, in]``
+    (``bias [N, out]``) with ``x [M, in]`` (shared) or ``[N, M, in]`` gives ``[N, M, out]``.
+    ``activation``: ``None``, ``"relu"`` (:func:`relu`) or ``"tanh"``.
+
+    NumPy accelerator: the bias add and the activation run in place on the matmul's fresh output.
+    """
+    if (
+        type(x) is _np.ndarray
+        and type(weight) is _np.ndarray
+        and (bias is None or (type(bias) is _np.ndarray and bias.dtype == weight.dtype))
+        and x.dtype == weight.dtype
+    ):
+        y = _np.matmul(x, weight.mT)
+        if bias is not None:
+            if y.ndim == 2:
+                _add_rows_np(y, bias)
+            else:
+                _np.add(y, bias if weight.ndim == 2 else bias[:, None, :], out=y)
+        if activation == "relu":
+            _np.maximum(y, _np_zeros_like(y), out=y)  # NaN propagates, as relu's zero_where(y <= 0, y)
+        elif activation == "tanh":
+            _np.tanh(y, out=y)
+        return y
+    return _linear_generic(x, weight, bias, activation)

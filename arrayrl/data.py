@@ -7,7 +7,8 @@ returns a shallow-copied batch with the new entry.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Union
+from collections.abc import Mapping  # (not typing.Mapping: isinstance against it is 3x slower)
+from typing import Any, Iterable, Union
 
 __all__ = ["NestedKey", "unravel_key", "get", "get_or", "has", "set_", "with_", "select", "flatten_keys", "keys", "key_str"]
 
@@ -20,6 +21,8 @@ def unravel_key(key: NestedKey) -> tuple:
     """``"a"`` -> ``("a",)``; ``("a", ("b", "c"))`` -> ``("a", "b", "c")``."""
     if isinstance(key, str):
         return (key,)
+    if type(key) is tuple and key and all(type(k) is str for k in key):  # already flat (the hot path)
+        return key
     out: tuple = ()
     for k in key:
         out += unravel_key(k)

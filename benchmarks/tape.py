@@ -7,7 +7,8 @@ TD target ``r + gamma (1 - done) max_a Q_target(s', a)`` from a separate target 
 Sides (each one runs in its OWN subprocess with default thread settings; sides alternate A, B, C, A, B, C ... for
 several rounds; the table reports the median over rounds of each subprocess's median per-call time):
 
-* ``arrayrl``: :func:`arrayrl.autodiff.value_and_grad` on NumPy arrays, no process tuning;
+* ``arrayrl``: :func:`arrayrl.autodiff.value_and_grad` on NumPy arrays (``arrayrl.nn.MLP``: one fused
+  linear + ReLU node per layer), no process tuning;
 * ``arrayrl+malloc``: after :func:`arrayrl.autodiff.tune_allocator` (glibc mmap/trim thresholds);
 * ``arrayrl+1thread``: after :func:`arrayrl.autodiff.set_blas_threads` ``(1)``;
 * ``arrayrl+tuned``: both (the documented policy for large batches, :mod:`arrayrl.autodiff.tuning`);
@@ -45,6 +46,15 @@ POLICIES = {
     "arrayrl+1thread": (False, 1),
     "arrayrl+tuned": (True, 1),
 }
+#: what the table says about each side's process policy
+POLICY_TEXT = {
+    "arrayrl": "none (library defaults)",
+    "arrayrl+malloc": "tune_allocator()",
+    "arrayrl+1thread": "set_blas_threads(1)",
+    "arrayrl+tuned": "tune_allocator() + set_blas_threads(1)",
+    "torch": "torch defaults",
+    "torchrl": "torch defaults",
+}
 
 
 # --------------------------------------------------------------------------------------------------------- data
@@ -81,33 +91,34 @@ def make_params(seed: int = 1):
 
 
 def arrayrl_step_fn(batch_np, params_np, tuned: bool, blas_threads: int | None):
+    """The loss on arrayrl's tape: ``arrayrl.nn.MLP`` (fused linear + ReLU nodes) and array-API calls."""
     from arrayrl import namespace_of, ops
     from arrayrl.autodiff import set_blas_threads, tune_allocator, value_and_grad
+    from arrayrl.nn import MLP
 
     if tuned:
         assert tune_allocator(), "tune_allocator failed (not glibc?)"
     if blas_threads:
         assert set_blas_threads(blas_threads) is not None, "OpenBLAS not found"
 
-    def mlp(p, x):
-        xp = namespace_of(p["w0"], x)
-        h = ops.relu(xp.matmul(x, p["w0"]) + p["b0"])
-        h = ops.relu(xp.matmul(h, p["w1"]) + p["b1"])
-        return xp.matmul(h, p["w2"]) + p["b2"]
+    mlp = MLP(in_features=OBS, out_features=ACTIONS, num_cells=[HIDDEN, HIDDEN], activation_class="relu")
+    # torch's layout ([out, in] weights), keyed by the nn.Sequential index as TorchRL's MLP
+    params = {k: {"weight": params_np[f"w{i}"].T.copy(), "bias": params_np[f"b{i}"]} for i, k in enumerate(("0", "2", "4"))}
+    target_params = {k: {n: v.copy() for n, v in layer.items()} for k, layer in params.items()}
 
     def dqn_loss(params, target_params, b):
-        xp = namespace_of(params["w0"], b["obs"])
-        q_sa = xp.take_along_axis(mlp(params, b["obs"]), b["action"], axis=-1)
-        next_q = xp.max(mlp(target_params, b["next_obs"]), axis=-1, keepdims=True)  # raw: no tape
+        q = mlp.apply(params, b["obs"])
+        xp = namespace_of(q)
+        q_sa = xp.take_along_axis(q, b["action"], axis=-1)
+        next_q = xp.max(mlp.apply(target_params, b["next_obs"]), axis=-1, keepdims=True)  # raw: no tape
         not_done = 1.0 - xp.astype(b["done"], next_q.dtype)
         target = b["reward"] + (GAMMA * not_done) * next_q
         return xp.mean(ops.smooth_l1(q_sa - target))
 
     vg = value_and_grad(dqn_loss)
-    target_params = {k: v.copy() for k, v in params_np.items()}
 
     def step():
-        return vg(params_np, target_params, batch_np)
+        return vg(params, target_params, batch_np)
 
     return step
 
@@ -221,8 +232,8 @@ def drive(args) -> None:
     lines = [
         "# Tape benchmark (CPU): DQN loss forward + backward",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()}-core CPU, shared with other jobs while measured (load average "
-        f"{os.getloadavg()[0]:.1f} at the start), so absolute times are noisy; ratios are the meaningful numbers. "
+        f"Machine: {platform.machine()}, {os.cpu_count()}-core CPU, possibly shared with other jobs while measured (load "
+        f"average {os.getloadavg()[0]:.2f} at the start), so absolute times are noisy; ratios are the meaningful numbers. "
         f"Python {platform.python_version()}. Command: `python benchmarks/tape.py {' '.join(sys.argv[1:])}`.",
         "",
         "MLP 4->64->64->2 ReLU, Q(s,a) by take_along_axis/gather, TD target with a separate target network (no grad), "
@@ -232,6 +243,7 @@ def drive(args) -> None:
     ]
     for mode in args.modes:
         lines += ["", *_run_mode(args, mode)]
+    lines += ["", f"Load average at the end: {os.getloadavg()[0]:.2f}."]
     print("\n".join(lines))
     if args.write:
         os.makedirs(os.path.dirname(args.write), exist_ok=True)
@@ -263,7 +275,8 @@ def _run_mode(args, mode: str) -> list[str]:
         "default": "## Default thread settings (each library's own: NumPy's OpenBLAS and torch use both cores)",
         "single": "## Every side with one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1): tape overhead without threading",
     }[mode]
-    lines = [title, "", "| batch | side | per call (us) | TorchRL / side | losses agree |", "|---:|---|---:|---:|---|"]
+    lines = [title, "", "| batch | side | process policy | per call (us) | TorchRL / side | losses agree |",
+             "|---:|---|---|---:|---:|---|"]
     for batch in args.batches:
         ref = med.get(("torchrl", batch))
         l0 = losses.get(("torch", batch))
@@ -271,7 +284,7 @@ def _run_mode(args, mode: str) -> list[str]:
             t = med[(side, batch)]
             ratio = f"{ref / t:.2f}x" if ref else "-"
             agree = "yes" if l0 is None or abs(losses[(side, batch)] - l0) <= 1e-5 * max(1.0, abs(l0)) else "NO"
-            lines.append(f"| {batch} | {side} | {t * 1e6:.1f} | {ratio} | {agree} |")
+            lines.append(f"| {batch} | {side} | {POLICY_TEXT[side]} | {t * 1e6:.1f} | {ratio} | {agree} |")
     return lines
 
 

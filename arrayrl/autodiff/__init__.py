@@ -28,12 +28,17 @@ CPU policy for large batches (NumPy backend; measured in benchmarks/results/tape
 * the tape allocates a fresh temporary per op and per cotangent. glibc serves blocks above its mmap threshold with
   ``mmap`` and unmaps them on free, so every call page-faults its temporaries back in (a 4096 x 64 float32
   activation is 1 MiB = 256 faults), and trims the heap top likewise. :func:`tune_allocator` raises both thresholds
-  (``mallopt``) so the blocks are reused; at batch 4096 it cut the DQN benchmark's CPU time ~2.5x;
+  (``mallopt``) so the blocks are reused; at batch 4096 it cuts the DQN/IQL/QMixer losses' time 2-2.5x;
 * NumPy's OpenBLAS spins up all cores for matrices as small as 4096 x 64 x 64, and its busy-waiting threads collapse
   when the cores are shared (other processes, a torch data loader...). :func:`set_blas_threads` ``(1)`` (or the
   :func:`blas_threads` context manager) keeps the BLAS serial;
 * recommended for training loops on CPU with NumPy: call ``tune_allocator()`` and ``set_blas_threads(1)`` once at
-  start-up. Both are process-wide, explicit and documented; arrayrl never calls them itself.
+  start-up (keep the default BLAS threads only on an idle machine with large layers; see :mod:`.tuning`). Both are
+  process-wide, explicit and documented; arrayrl never calls them itself.
+
+Fused primitives: :func:`arrayrl.ops.linear` (``act(x @ w.mT + b)``, used by ``arrayrl.nn``) records one node whose
+VJP (registered with :func:`defvjp_joint`, one rule computing every needed cotangent) applies the activation's
+derivative once; a constant input (the observations) gets no cotangent.
 
 Semantics worth knowing:
 
@@ -52,7 +57,7 @@ Semantics worth knowing:
 
 from .api import grad, stop_gradient, value_and_grad, vjp
 from .check import check_grads
-from .core import Tensor, defvjp, defvjp_argnum, primitive, sum_to_shape
+from .core import Tensor, defvjp, defvjp_argnum, defvjp_joint, primitive, sum_to_shape
 from .namespace import taped_namespace
 from .tuning import blas_threads, set_blas_threads, tune_allocator
 
@@ -66,6 +71,7 @@ __all__ = [
     "primitive",
     "defvjp",
     "defvjp_argnum",
+    "defvjp_joint",
     "sum_to_shape",
     "taped_namespace",
     "tune_allocator",

@@ -39,40 +39,72 @@ def _check_leaf(leaf: Any) -> Any:
     return ns
 
 
+class _LeafError(Exception):
+    """Raised inside :func:`_wrap_tree` for the ``k``-th leaf; turned into a TypeError naming the leaf's path."""
+
+    def __init__(self, k: int, msg: str):
+        self.k, self.msg = k, msg
+
+
+def _wrap_tree(tree: Any, state: list) -> Any:
+    """``tree`` with every leaf replaced by a fresh leaf Tensor (one pass, no treedef).
+
+    ``state = [base namespace, first leaf index, leaf count]``; leaves must be floating arrays of one backend.
+    """
+    t = type(tree)
+    if t is dict:
+        return {k: _wrap_tree(v, state) for k, v in tree.items()}
+    if t is list or t is tuple or isinstance(tree, (dict, list, tuple)):
+        if isinstance(tree, dict):
+            return {k: _wrap_tree(v, state) for k, v in tree.items()}
+        out = [_wrap_tree(v, state) for v in tree]
+        return out if isinstance(tree, list) else tuple(out)
+    if tree is None:
+        return None
+    k = state[2]
+    state[2] = k + 1
+    try:
+        ns = _VALID_LEAF.get((t, tree.dtype))
+    except (AttributeError, TypeError):
+        ns = None
+    if ns is None:
+        ns = _check_leaf(tree)
+        if isinstance(ns, str):
+            raise _LeafError(k, ns)
+    base = state[0]
+    if base is None:
+        state[0], state[1] = ns, k
+    elif ns is not base and backend_name(ns) != backend_name(base):
+        raise _LeafError(k, f"mixed array libraries: {{first}} is {backend_name(base)}, {{this}} is {backend_name(ns)}")
+    return _new_leaf(tree, ns)
+
+
 def _make_leaves(args: Sequence[Any], argnums: tuple, fname: str):
     """Wrap the leaves of the differentiated arguments in fresh leaf Tensors; check dtypes and backends.
 
-    Errors name the leaf's path (``args[0]['layers'][1]``); paths are only computed when an error is raised.
+    Returns the new argument list and ``specs``: ``(argnum, wrapped tree)`` pairs. Errors name the leaf's path
+    (``args[0]['layers'][1]``); paths are only computed when an error is raised.
     """
     new_args = list(args)
     specs = []
-    base = None
-    first = None
+    state = [None, None, 0]
+    starts = []
     for i in argnums:
         if i >= len(args) or i < -len(args):
             raise ValueError(f"{fname}: argnums contains {i} but the function was called with {len(args)} arguments")
-        leaves, treedef = tree_flatten(args[i])
-        wrapped = []
-        for k, leaf in enumerate(leaves):
-            try:
-                ns = _VALID_LEAF.get((type(leaf), leaf.dtype))
-            except (AttributeError, TypeError):
-                ns = None
-            if ns is None:
-                ns = _check_leaf(leaf)
-                if isinstance(ns, str):
-                    raise TypeError(f"{_path_str(i, _leaf_path(args[i], treedef, k))}: {ns}")
-            if base is None:
-                base, first = ns, (i, k)
-            elif ns is not base and backend_name(ns) != backend_name(base):
-                p0 = _path_str(first[0], _leaf_path(args[first[0]], None, first[1]))
-                raise TypeError(
-                    f"{fname}: mixed array libraries: {p0} is {backend_name(base)}, "
-                    f"{_path_str(i, _leaf_path(args[i], treedef, k))} is {backend_name(ns)}"
-                )
-            wrapped.append(_new_leaf(leaf, ns))
-        new_args[i] = tree_unflatten(treedef, wrapped)
-        specs.append((treedef, leaves, wrapped))
+        starts.append((state[2], i))
+        try:
+            wrapped = _wrap_tree(args[i], state)
+        except _LeafError as err:
+            here = _path_str(i, _leaf_path(args[i], None, err.k - starts[-1][0]))
+            if "{first}" in err.msg:
+                k0 = state[1]
+                s0, i0 = [(s, j) for s, j in starts if s <= k0][-1]
+                first = _path_str(i0, _leaf_path(args[i0], None, k0 - s0))
+                raise TypeError(f"{fname}: " + err.msg.format(first=first, this=here)) from None
+            raise TypeError(f"{here}: {err.msg}") from None
+        new_args[i] = wrapped
+        specs.append(wrapped)
     return new_args, specs
 
 
@@ -89,19 +121,29 @@ def _is_numpy_scalar(x: Any) -> bool:
     return type(x) not in (bool, int, float) and hasattr(x, "dtype") and hasattr(x, "shape")
 
 
+def _grad_tree(wrapped: Any, cts: dict) -> Any:
+    """The gradient tree: the structure of ``wrapped`` with each leaf Tensor replaced by its cotangent (zeros if it
+    received none)."""
+    t = type(wrapped)
+    if t is Tensor:
+        g = cts.get(id(wrapped))
+        leaf = wrapped.value
+        if g is None:
+            return base_namespace(leaf).zeros_like(leaf)
+        if type(g) is not type(leaf):  # NumPy returns scalars for 0-d results
+            return base_namespace(leaf).asarray(g)
+        return g
+    if t is dict:
+        return {k: _grad_tree(v, cts) for k, v in wrapped.items()}
+    if t is list:
+        return [_grad_tree(v, cts) for v in wrapped]
+    if t is tuple:
+        return tuple(_grad_tree(v, cts) for v in wrapped)
+    return wrapped  # None
+
+
 def _grads_from(specs, cts: dict) -> list:
-    out = []
-    for treedef, leaves, wrapped in specs:
-        gs = []
-        for leaf, t in zip(leaves, wrapped):
-            g = cts.get(id(t))
-            if g is None:
-                g = base_namespace(leaf).zeros_like(leaf)
-            elif type(g) is not type(leaf):  # NumPy returns scalars for 0-d results
-                g = base_namespace(leaf).asarray(g)
-            gs.append(g)
-        out.append(tree_unflatten(treedef, gs))
-    return out
+    return [_grad_tree(w, cts) for w in specs]
 
 
 def _unwrap_tree(tree: Any) -> Any:

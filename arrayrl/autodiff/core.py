@@ -6,18 +6,20 @@ the primitive's VJP entry, the raw positional arguments, the keyword arguments, 
 of the arguments that need gradients. Constants (raw arrays, Python scalars, Tensors built by the user with
 ``Tensor(x)``) are never parents, so no cotangent is ever computed for them.
 
-The backward walk (:func:`backward`) is iterative: it collects the nodes reachable from the outputs, visits them in
-decreasing creation index (a topological order, since a node is always created after its inputs), and frees each
-node's cotangent as soon as it has been pushed to the parents.
+The backward walk (:func:`backward`) is iterative: it visits the nodes that received a cotangent in decreasing
+creation index (a topological order, since a node is always created after its inputs; a heap keyed by the index),
+and frees each node's cotangent as soon as it has been pushed to the parents.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import operator
 from typing import Any, Callable
 
+from .. import _kernels
 from .._backend import _raw_namespace
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "primitive",
     "defvjp",
     "defvjp_argnum",
+    "defvjp_joint",
     "backward",
     "sum_to_shape",
     "VJP_TABLE",
@@ -54,16 +57,20 @@ class VJPEntry:
         rules: a tuple with one rule per positional argument, ``rule(xp, g, ans, *args, **kwargs) -> cotangent``
             (``None`` for a non-differentiable argument), or ``None``.
         argnum_rule: for variadic primitives, ``rule(argnum, xp, g, ans, args, kwargs)``.
+        joint: for fused primitives whose cotangents share work, ``rule(xp, g, ans, needs, *args, **kwargs)``
+            returning one cotangent per positional argument (``None`` where not needed; ``needs`` is the tuple of
+            the argnums that need one), called once per node.
         elementwise: the cotangents are reduced with :func:`sum_to_shape` (undoing broadcasting) before the shape
             assertion.
     """
 
-    __slots__ = ("name", "rules", "argnum_rule", "elementwise")
+    __slots__ = ("name", "rules", "argnum_rule", "joint", "elementwise")
 
     def __init__(self, name: str, elementwise: bool = False):
         self.name = name
         self.rules: tuple | None = None
         self.argnum_rule: Callable | None = None
+        self.joint: Callable | None = None
         self.elementwise = elementwise
 
     def __repr__(self) -> str:
@@ -170,28 +177,28 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
-        return _add(self, other)
+        return _binary(_ADD, operator.add, self, other)
 
     def __radd__(self, other):
-        return _add(other, self)
+        return _binary(_ADD, operator.add, other, self)
 
     def __sub__(self, other):
-        return _sub(self, other)
+        return _binary(_SUB, operator.sub, self, other)
 
     def __rsub__(self, other):
-        return _sub(other, self)
+        return _binary(_SUB, operator.sub, other, self)
 
     def __mul__(self, other):
-        return _mul(self, other)
+        return _binary(_MUL, operator.mul, self, other)
 
     def __rmul__(self, other):
-        return _mul(other, self)
+        return _binary(_MUL, operator.mul, other, self)
 
     def __truediv__(self, other):
-        return _div(self, other)
+        return _binary(_DIV, operator.truediv, self, other)
 
     def __rtruediv__(self, other):
-        return _div(other, self)
+        return _binary(_DIV, operator.truediv, other, self)
 
     def __pow__(self, other):
         return _pow(self, other)
@@ -322,18 +329,6 @@ def _raw(x: Any) -> Any:
 _tensor_new = object.__new__
 
 
-def _new_node(ans: Any, entry: VJPEntry, args: tuple, kw: dict, parents: tuple, xp: Any) -> Tensor:
-    t = _tensor_new(Tensor)
-    t.value = ans
-    t._idx = next(_counter)
-    t._parents = parents
-    t._entry = entry
-    t._args = args
-    t._kw = kw
-    t._xp = xp
-    return t
-
-
 def _new_leaf(value: Any, xp: Any) -> Tensor:
     """A differentiation leaf (gradients flow to it)."""
     t = _tensor_new(Tensor)
@@ -362,7 +357,9 @@ def _kw_error(entry: VJPEntry, kw: dict) -> None:
 
 
 def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
-    """Slow path of a primitive: at least one positional argument is a Tensor."""
+    """Slow path of a primitive: at least one positional argument is a Tensor.
+
+    The node is built inline (this runs once per recorded op, so every attribute store and call counts)."""
     if kw:
         _kw_error(entry, kw)
     if len(args) == 1:  # unary fast path (args[0] is the Tensor)
@@ -371,22 +368,70 @@ def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
         ans = raw_fn(v, **kw) if kw else raw_fn(v)
         if a._idx < 0:
             return _constant(ans)
-        return _new_node(ans, entry, (v,), kw, ((0, a),), a._xp)
-    raw_args = []
-    parents = []
-    xp = None
-    for i, a in enumerate(args):
-        if isinstance(a, Tensor):
-            raw_args.append(a.value)
-            if a._idx >= 0:
-                parents.append((i, a))
-                xp = a._xp
-        else:
-            raw_args.append(a)
-    ans = raw_fn(*raw_args, **kw) if kw else raw_fn(*raw_args)
-    if xp is None:
+        raw_args = (v,)
+        parents = ((0, a),)
+        xp = a._xp
+    else:
+        raw_args = []
+        parents = []
+        xp = None
+        for i, a in enumerate(args):
+            if isinstance(a, Tensor):
+                raw_args.append(a.value)
+                if a._idx >= 0:
+                    parents.append((i, a))
+                    xp = a._xp
+            else:
+                raw_args.append(a)
+        ans = raw_fn(*raw_args, **kw) if kw else raw_fn(*raw_args)
+        if xp is None:
+            return _constant(ans)
+        raw_args = tuple(raw_args)
+        parents = tuple(parents)
+    t = _tensor_new(Tensor)
+    t.value = ans
+    t._idx = next(_counter)
+    t._parents = parents
+    t._entry = entry
+    t._args = raw_args
+    t._kw = kw
+    t._xp = xp
+    return t
+
+
+def _binary(entry: VJPEntry, raw_fn: Callable, a: Any, b: Any) -> Any:
+    """A binary operator with at least one Tensor operand (Tensor's dunder methods): no argument tuples to scan."""
+    if type(a) is Tensor:
+        av = a.value
+        pa = a._idx >= 0
+    else:
+        av, pa = a, False
+    if type(b) is Tensor:
+        bv = b.value
+        pb = b._idx >= 0
+    else:
+        bv, pb = b, False
+    ans = raw_fn(av, bv)
+    if pa:
+        parents = ((0, a), (1, b)) if pb else ((0, a),)
+        xp = a._xp
+    elif pb:
+        parents = ((1, b),)
+        xp = b._xp
+    else:
         return _constant(ans)
-    return _new_node(ans, entry, tuple(raw_args), kw, tuple(parents), xp)
+    t = _tensor_new(Tensor)
+    t.value = ans
+    t._idx = next(_counter)
+    t._parents = parents
+    t._entry = entry
+    t._args = (av, bv)
+    t._kw = _NO_KW
+    t._xp = xp
+    return t
+
+
+_NO_KW: dict = {}
 
 
 def _make_primitive(raw_fn: Callable, entry: VJPEntry) -> Callable:
@@ -453,6 +498,7 @@ def defvjp(prim: Any, *rules: Callable | None) -> Any:
     entry = _entry_of(prim)
     entry.rules = tuple(rules)
     entry.argnum_rule = None
+    entry.joint = None
     return prim
 
 
@@ -461,6 +507,22 @@ def defvjp_argnum(prim: Any, rule: Callable) -> Any:
     entry = _entry_of(prim)
     entry.argnum_rule = rule
     entry.rules = None
+    entry.joint = None
+    return prim
+
+
+def defvjp_joint(prim: Any, rule: Callable) -> Any:
+    """Register one rule computing the cotangents of all positional arguments at once (fused primitives).
+
+    ``rule(xp, g, ans, needs, *args, **kwargs)`` returns a sequence with one entry per positional argument: the
+    cotangent of each argument whose index is in ``needs`` (the arguments that need a gradient), anything (``None``)
+    for the others. Work shared between the cotangents (the activation's derivative of a fused
+    ``linear + activation``, say) is then done once per node instead of once per argument.
+    """
+    entry = _entry_of(prim)
+    entry.joint = rule
+    entry.rules = None
+    entry.argnum_rule = None
     return prim
 
 
@@ -480,7 +542,7 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     lead = len(gshape) - len(shape)
     if lead == 1 and len(shape) == 1 and gshape[1] == shape[0] and gshape[0] and shape[0]:
         # a bias of a batched layer: ones @ g (BLAS; NumPy's float32 sum over axis 0 is ~10x slower)
-        return xp.matmul(xp.ones((gshape[0],), dtype=g.dtype, device=g.device), g)
+        return xp.matmul(_kernels.ones_vector(xp, gshape[0], g), g)
     if lead < 0:
         # a cotangent of lower rank than the argument (the argument was broadcast to the output)
         return xp.broadcast_to(g, shape)
@@ -494,7 +556,7 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
         # the common case (a bias): sum over leading axes only, as ones @ g (BLAS; NumPy's float32 sum over
         # axis 0 is ~10x slower)
         g2 = xp.reshape(g, (n, m))
-        ones = xp.ones((n,), dtype=g.dtype, device=g.device)
+        ones = _kernels.ones_vector(xp, n, g)
         return xp.reshape(xp.matmul(ones, g2), shape)
     axes = tuple(range(lead)) + inner
     if axes:
@@ -510,81 +572,84 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
 # Backward walk
 
 
-def _toposort(roots: list) -> list:
-    """Nodes reachable from ``roots``, by decreasing creation index (iterative, no recursion)."""
-    seen = set()
-    nodes = []
-    stack = [r for r in roots if r._idx >= 0]
-    for r in stack:
-        seen.add(id(r))
-    while stack:
-        n = stack.pop()
-        nodes.append(n)
-        for _, p in n._parents:
-            pid = id(p)
-            if pid not in seen:
-                seen.add(pid)
-                stack.append(p)
-    nodes.sort(key=_IDX, reverse=True)
-    return nodes
-
-
-_IDX = operator.attrgetter("_idx")
+def _fix_cotangent(entry: VJPEntry, xp: Any, i: int, gi: Any, pv: Any) -> Any:
+    """Undo broadcasting (elementwise primitives), assert the shape, cast to the argument's dtype."""
+    if gi.shape != pv.shape:
+        if entry.elementwise:
+            gi = sum_to_shape(xp, gi, pv.shape)
+        if tuple(gi.shape) != tuple(pv.shape):
+            raise AssertionError(
+                f"arrayrl.autodiff: VJP of {entry.name} (argument {i}) returned shape {tuple(gi.shape)}, "
+                f"expected {tuple(pv.shape)}"
+            )
+    gd = gi.dtype
+    if gd is not pv.dtype and gd != pv.dtype:
+        gi = xp.astype(gi, pv.dtype)
+    return gi
 
 
 def backward(roots: list, seeds: list) -> dict:
     """Propagate cotangents ``seeds`` from the Tensors ``roots`` to the leaves.
 
     Returns ``{id(leaf): cotangent}`` for the leaves (nodes without parents) that received a cotangent.
-    Interior cotangents are freed as soon as they are used. Cotangents are accumulated out of place (a rule may
-    return its incoming ``g`` or a view of it, so no buffer is ever written).
+
+    The walk is iterative: a max-heap of the nodes that hold a cotangent, keyed by creation index, so a node is
+    visited after every node created later (all its consumers) and only nodes that received a cotangent are visited
+    (no separate topological sort). Interior cotangents are freed as soon as they are used. Cotangents are
+    accumulated out of place (a rule may return its incoming ``g`` or a view of it, so no buffer is ever written).
     """
     cts: dict[int, Any] = {}
+    heap: list = []
+    push, pop_heap = heapq.heappush, heapq.heappop
     for r, s in zip(roots, seeds):
         if r._idx < 0:
             continue
         k = id(r)
         prev = cts.get(k)
-        cts[k] = s if prev is None else prev + s
+        if prev is None:
+            cts[k] = s
+            push(heap, (-r._idx, r))
+        else:
+            cts[k] = prev + s
     leaves: dict[int, Any] = {}
     pop = cts.pop
     get = cts.get
-    for node in _toposort(roots):
-        g = pop(id(node), None)
-        if g is None:
-            continue
+    while heap:
+        node = pop_heap(heap)[1]
+        g = pop(id(node))
         parents = node._parents
         if not parents:
             leaves[id(node)] = g
             continue
         entry = node._entry
-        rules = entry.rules
         xp = node._xp
         ans = node.value
         args = node._args
         kw = node._kw
+        rules = entry.rules
+        if rules is None and entry.joint is not None:
+            needs = tuple([i for i, _ in parents])
+            joint = entry.joint(xp, g, ans, needs, *args, **kw) if kw else entry.joint(xp, g, ans, needs, *args)
         for i, p in parents:
             if rules is not None:
                 gi = rules[i](xp, g, ans, *args, **kw) if kw else rules[i](xp, g, ans, *args)
+            elif entry.joint is not None:
+                gi = joint[i]
             else:
                 gi = entry.argnum_rule(i, xp, g, ans, args, kw)
             if gi is None:
                 continue
             pv = p.value
-            if gi.shape != pv.shape:
-                if entry.elementwise:
-                    gi = sum_to_shape(xp, gi, pv.shape)
-                if tuple(gi.shape) != tuple(pv.shape):
-                    raise AssertionError(
-                        f"arrayrl.autodiff: VJP of {entry.name} (argument {i}) returned shape {tuple(gi.shape)}, "
-                        f"expected {tuple(pv.shape)}"
-                    )
             gd = gi.dtype
-            if gd is not pv.dtype and gd != pv.dtype:
-                gi = xp.astype(gi, pv.dtype)
+            if gi.shape != pv.shape or (gd is not pv.dtype and gd != pv.dtype):
+                gi = _fix_cotangent(entry, xp, i, gi, pv)
             k = id(p)
             prev = get(k)
-            cts[k] = gi if prev is None else prev + gi
+            if prev is None:
+                cts[k] = gi
+                push(heap, (-p._idx, p))
+            else:
+                cts[k] = prev + gi
         del g
     return leaves
 
@@ -592,10 +657,11 @@ def backward(roots: list, seeds: list) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Operator primitives used by Tensor's dunder methods (their rules live in rules.py with the namespace's).
 
-_add = _make_primitive(operator.add, _entry("add", True))
-_sub = _make_primitive(operator.sub, _entry("subtract", True))
-_mul = _make_primitive(operator.mul, _entry("multiply", True))
-_div = _make_primitive(operator.truediv, _entry("divide", True))
+_ADD, _SUB, _MUL, _DIV = (_entry(n, True) for n in ("add", "subtract", "multiply", "divide"))
+_add = _make_primitive(operator.add, _ADD)
+_sub = _make_primitive(operator.sub, _SUB)
+_mul = _make_primitive(operator.mul, _MUL)
+_div = _make_primitive(operator.truediv, _DIV)
 _pow = _make_primitive(operator.pow, _entry("pow", True))
 _matmul = _make_primitive(operator.matmul, _entry("matmul"))
 _neg = _make_primitive(operator.neg, _entry("negative", True))

@@ -103,8 +103,9 @@ class TapedNamespace:
         self._arrayrl_base = base
         self.__name__ = f"arrayrl.autodiff.taped[{backend_name(base)}]"
         d = self.__dict__
+        fast = _numpy_kernels() if backend_name(base) == "numpy" else {}
         for name in _rules.DIFFERENTIABLE:
-            fn = getattr(base, name, None)
+            fn = fast.get(name) or getattr(base, name, None)
             if fn is not None:
                 d[name] = _make_primitive(fn, VJP_TABLE[name])
         for name in NON_DIFFERENTIABLE:
@@ -241,6 +242,14 @@ class TapedNamespace:
 
     def __repr__(self) -> str:
         return f"<{self.__name__}>"
+
+
+def _numpy_kernels() -> dict:
+    """Raw kernels used instead of NumPy's own functions on the taped NumPy namespace (accelerators with the same
+    values, tested against NumPy's in tests/autodiff/test_ad_fastpaths.py)."""
+    from .. import _kernels
+
+    return _kernels.NUMPY_KERNELS
 
 
 def _contains_tensor(seq) -> bool:

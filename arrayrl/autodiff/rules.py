@@ -23,6 +23,8 @@ import math
 import operator
 from typing import Any
 
+from .. import _kernels
+
 from .core import VJP_TABLE, _entry, defvjp, defvjp_argnum, sum_to_shape
 
 __all__ = ["DIFFERENTIABLE", "ELEMENTWISE"]
@@ -212,12 +214,12 @@ _reg(
 
 
 def _sum_x(xp, g, ans, x, axis=None, *, dtype=None, keepdims=False):
-    return xp.broadcast_to(_unreduce(xp, g, x, axis, keepdims), tuple(x.shape))
+    return _kernels.expand_to(xp, _unreduce(xp, g, x, axis, keepdims), tuple(x.shape))
 
 
 def _mean_x(xp, g, ans, x, axis=None, *, keepdims=False):
     n = _count(x, axis)
-    return xp.broadcast_to(_unreduce(xp, g, x, axis, keepdims) / n, tuple(x.shape))
+    return _kernels.expand_to(xp, _unreduce(xp, g, x, axis, keepdims) / n, tuple(x.shape))
 
 
 def _var_x(xp, g, ans, x, axis=None, *, correction=0.0, keepdims=False):
@@ -320,6 +322,10 @@ _reg("cumulative_sum", _cumsum_x)
 def _matmul_a(xp, g, ans, a, b):
     if a.ndim == 2 and b.ndim == 2:
         return xp.matmul(g, b.mT)
+    if a.ndim >= 3 and b.ndim >= 2 and b.shape[-1] == 1 and tuple(g.shape) == tuple(a.shape[:-1]) + (1,):
+        # (..., m, 1) @ (..., 1, k): an outer product per batch item, as a broadcast multiply (batched matmuls of
+        # tiny matrices are slow on CPU)
+        return g * b.mT
     if b.ndim == 1:
         if a.ndim == 1:
             return g * b
@@ -333,6 +339,9 @@ def _matmul_a(xp, g, ans, a, b):
 def _matmul_b(xp, g, ans, a, b):
     if a.ndim == 2 and b.ndim == 2:
         return xp.matmul(a.mT, g)
+    if b.ndim >= 3 and a.ndim >= 2 and a.shape[-2] == 1 and tuple(g.shape[:-2]) == tuple(b.shape[:-2]):
+        # (..., k, 1) @ (..., 1, n): an outer product per batch item, as a broadcast multiply
+        return sum_to_shape(xp, a.mT * g, tuple(b.shape))
     if a.ndim == 1:
         if b.ndim == 1:
             return g * a
@@ -419,6 +428,8 @@ defvjp_argnum(_entry("stack"), _stack_rule)
 
 
 def _take_along_axis_x(xp, g, ans, x, indices, /, *, axis=-1):
+    if _kernels._last_axis_single(x, indices, axis) and tuple(g.shape) == tuple(indices.shape):
+        return _kernels.take_along_axis_vjp(xp, g, x, indices, axis)  # NumPy accelerator, same values
     ax = axis % x.ndim
     n = x.shape[ax]
     idx = indices % n  # negative indices count from the end (remainder takes the sign of n)

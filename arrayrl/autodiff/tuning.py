@@ -9,6 +9,15 @@ call reuses them without faults.
 * :func:`tune_allocator` sets glibc's ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` with ``mallopt`` (through
   ctypes). It is process-wide and irreversible in practice; a no-op (returns False) where glibc is absent.
 * :func:`set_blas_threads` / :func:`blas_threads` (context manager) set the thread count of NumPy's OpenBLAS.
+
+Recommended policy (measured on a 2-core CPU, benchmarks/results/tape-cpu.md and losses-cpu.md):
+
+* always call ``tune_allocator()`` once at start-up of a CPU training loop: 2-2.5x at batch 4096 (DQN, IQL,
+  QMixer), up to 1.3x already at batch 256 when the activations pass 128 KiB (QMixer's 4 agents x 256 rows);
+* ``set_blas_threads(1)`` when the cores are shared (another library's thread pool such as torch's, data loaders,
+  other processes) or the layers are small (batch <= ~1000 rows of 64 features): OpenBLAS's busy-waiting threads
+  then cost more than they gain, and collapse (10-40x) under contention. On an idle machine with large layers the
+  default threads can be ~10% faster; keep them there.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ explicitly instead of through a global context). Modules that do not sample igno
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Mapping  # (not typing.Mapping: isinstance against it is 3x slower)
+from typing import Any, Callable, Sequence
 
 from .._backend import namespace_of
 from .._checks import check_floating

@@ -71,6 +71,9 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {
     "identity": _identity,
 }
 
+# activations that ops.linear fuses into the layer (function -> ops.linear's activation name)
+_FUSABLE = {ops.relu: "relu", _tanh: "tanh"}
+
 # torch.nn class names accepted in place of the strings (no torch import needed).
 _TORCH_NAMES = {
     "Tanh": "tanh",
@@ -123,16 +126,12 @@ def _prod(shape: Sequence[int]) -> int:
     return n
 
 
-def linear(params: dict, x: Any, xp: Any = None) -> Any:
-    """``x @ weight.T + bias`` on a 2-D ``x`` (``[M, in]``) or an ensemble ``x`` (``[N, M, in]`` or shared ``[M, in]``
-    with ``weight: [N, out, in]``). Shapes are checked by the callers."""
-    w = params["weight"]
-    b = params.get("bias")
-    xp = xp or namespace_of(x, w, b)
-    y = xp.matmul(x, w.mT)
-    if b is not None:
-        y = xp.add(y, xp.expand_dims(b, axis=-2) if w.ndim == 3 else b)
-    return y
+def linear(params: dict, x: Any, xp: Any = None, activation: str | None = None) -> Any:
+    """``act(x @ weight.T + bias)`` on a 2-D ``x`` (``[M, in]``) or an ensemble ``x`` (``[N, M, in]`` or shared
+    ``[M, in]`` with ``weight: [N, out, in]``), as one fused tape node (:func:`arrayrl.ops.linear`; ``activation``
+    ``None``, ``"relu"`` or ``"tanh"``). Shapes are checked by the callers; ``xp`` is accepted for compatibility
+    (the namespace follows the arrays)."""
+    return ops.linear(x, params["weight"], params.get("bias"), activation)
 
 
 def _check_features(x: Any, n: int, name: str) -> None:
@@ -151,21 +150,26 @@ def _ensemble_size(params: Any, first_weight: Any, what: str) -> int | None:
 
 
 def _flatten_batch(x: Any, xp: Any, n_members: int | None, stacked_input: bool, in_features: int) -> tuple:
-    """Reshape the input to ``[M, in]`` (or ``[N, M, in]``); return it with the batch shape to restore."""
+    """Reshape the input to ``[M, in]`` (or ``[N, M, in]``); return it with the batch shape to restore.
+
+    An input that already has that shape is returned as is (no reshape node on the tape)."""
     if n_members is not None and stacked_input:
         if x.ndim < 2 or x.shape[0] != n_members:
             raise ValueError(
                 f"input: stacked_input=True expects a leading ensemble axis of size {n_members}, got shape {tuple(x.shape)}"
             )
         batch = tuple(x.shape[1:-1])
-        return xp.reshape(x, (n_members, _prod(batch), in_features)), batch
+        return (x if x.ndim == 3 else xp.reshape(x, (n_members, _prod(batch), in_features))), batch
     batch = tuple(x.shape[:-1])
-    return xp.reshape(x, (_prod(batch), in_features)), batch
+    return (x if x.ndim == 2 else xp.reshape(x, (_prod(batch), in_features))), batch
 
 
 def _restore_batch(y: Any, xp: Any, n_members: int | None, batch: tuple, out_shape: tuple) -> Any:
     lead = (n_members,) if n_members is not None else ()
-    return xp.reshape(y, lead + batch + out_shape)
+    shape = lead + batch + out_shape
+    if tuple(y.shape) == shape:
+        return y
+    return namespace_of(y).reshape(y, shape)
 
 
 class Linear(Module):
@@ -190,7 +194,7 @@ class Linear(Module):
     def apply(self, params: dict, x: Any, *, stacked_input: bool = False) -> Any:
         _check_features(x, self.in_features, "input")
         n = _ensemble_size(params, params["weight"], "Linear")
-        xp = namespace_of(x, *tree_leaves(params))
+        xp = namespace_of(x, params["weight"], params.get("bias"))
         x2, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
         return _restore_batch(linear(params, x2, xp), xp, n, batch, (self.out_features,))
 
@@ -275,6 +279,8 @@ class MLP(Module):
         self.activation_class = activation_class
         n_act = self.depth + int(self.activate_last_layer)
         self._activations = [get_activation(activation_class, kw) for kw in _kwargs_list(activation_kwargs, n_act, "activation_kwargs")]
+        # relu and tanh (without options) run fused into their linear layer (one tape node, see ops.linear)
+        self._fused = [_FUSABLE.get(fn) for fn in self._activations]
         # (key, in, out, bias, activated) for each linear layer, with TorchRL's nn.Sequential indices
         sizes_in = [self.in_features] + num_cells
         sizes_out = num_cells + [_prod(self._out_shape)]
@@ -299,8 +305,9 @@ class MLP(Module):
         if first_key not in params:
             raise KeyError(f"params: missing layer {first_key!r}; keys present: {list(params)}")
         n = _ensemble_size(params, params[first_key]["weight"], f"layer {first_key!r}")
-        xp = namespace_of(*inputs, *tree_leaves(params))
+        xp = None  # only needed to concatenate or reshape; the layers take the namespace of their arrays
         if len(inputs) > 1:
+            xp = namespace_of(*inputs, *[v for key, *_ in self.layers for v in params.get(key, {}).values()])
             ref = tuple(inputs[0].shape[:-1])
             for i, a in enumerate(inputs[1:], start=1):
                 check_array(a, f"inputs[{i}]")
@@ -313,15 +320,22 @@ class MLP(Module):
             x = inputs[0]
         check_floating(x, "input")
         _check_features(x, self.in_features, "input")
+        if xp is None and x.ndim != (3 if n is not None and stacked_input else 2):
+            xp = namespace_of(x)
         h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
-        act = iter(self._activations)
+        j = 0
         for key, _, _, _, activated in self.layers:
             layer = params.get(key)
             if layer is None:
                 raise KeyError(f"params: missing layer {key!r}; keys present: {list(params)}")
-            h = linear(layer, h, xp)
             if activated:
-                h = next(act)(h)
+                fused = self._fused[j]
+                h = ops.linear(h, layer["weight"], layer.get("bias"), fused)
+                if fused is None:
+                    h = self._activations[j](h)
+                j += 1
+            else:
+                h = ops.linear(h, layer["weight"], layer.get("bias"))
         return _restore_batch(h, xp, n, batch, self._out_shape)
 
     def __repr__(self) -> str:

@@ -149,12 +149,12 @@ class QMixer(Mixer):
         if s.dtype != chosen_action_value.dtype:
             s = xp.astype(s, chosen_action_value.dtype)
         q = xp.reshape(chosen_action_value, (-1, n, 1))
-        # the two per-sample products q W1 ([1, n] x [n, E]) and h Wf ([1, E] x [E, 1]) are written as broadcast
-        # multiply-and-sum: batched matmuls of tiny matrices are far slower on CPU backends
+        # the two per-sample products q W1 ([1, n] x [n, E]) and h Wf ([1, E] x [E, 1]) are batched matmuls: on NumPy
+        # 3-4x faster than the broadcast multiply-and-sum (whose reduction runs over a short non-contiguous axis)
         w1 = xp.reshape(xp.abs(_linear(params["hyper_w_1"], s)), (-1, n, E))
         b1 = _linear(params["hyper_b_1"], s)  # [-1, E]
-        hidden = ops.elu(xp.sum(q * w1, axis=-2) + b1)  # [-1, E]
+        hidden = ops.elu(xp.reshape(xp.matmul(xp.reshape(q, (-1, 1, n)), w1), (-1, E)) + b1)  # [-1, E]
         wf = xp.abs(_linear(params["hyper_w_final"], s))  # [-1, E]
-        v = _linear(params["V"]["2"], ops.relu(_linear(params["V"]["0"], s)))  # [-1, 1]
-        y = xp.sum(hidden * wf, axis=-1, keepdims=True) + v
+        v = _linear(params["V"]["2"], _linear(params["V"]["0"], s, activation="relu"))  # [-1, 1]
+        y = xp.reshape(xp.matmul(xp.reshape(hidden, (-1, 1, E)), xp.reshape(wf, (-1, E, 1))), (-1, 1)) + v
         return xp.reshape(y, batch + (1,))

@@ -16,14 +16,18 @@ from typing import Any, Mapping, Sequence
 
 from .. import data as _data
 from .._backend import namespace_of
-from ..nn.keyed import KeyedModule, KeyedModuleBase, QValueActor, QValueModule, Sequential
+from ..nn.keyed import KeyedModule, KeyedModuleBase, QValueActor, QValueModule, Sequential, ValueOperator
 from ..nn.layers import MLP, Ensemble, Linear
 from ..nn.params import stack
 from ..tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .functional import normalize_action_space
 
 __all__ = ["as_keyed", "as_qvalue_actor", "find_action_space", "make_ensemble", "ensemble_apply", "ensemble_size",
-           "action_values"]
+           "action_values", "keyed_output"]
+
+# keyed modules whose apply() is exactly "read in_keys, run the network, write out_keys" (not subclasses that
+# override apply)
+_PLAIN_KEYED = (KeyedModule, ValueOperator)
 
 
 def as_keyed(module: Any, in_keys: Sequence, out_keys: Sequence, what: str) -> KeyedModuleBase:
@@ -155,14 +159,24 @@ def ensemble_apply(module: KeyedModuleBase, params: Any, batch: Mapping, key: An
     ``n=None`` (a single critic, TorchRL's ``num_qvalue_nets=1``) gives a leading axis of size 1.
     """
     if n is None:
-        out = _data.get(module.apply(params, batch), key)
+        out = keyed_output(module, params, batch, key)
         return namespace_of(out).expand_dims(out, axis=0)
     if not loop and _supports_stacked(module):
-        out = _data.get(module.apply(params, batch), key)
+        out = keyed_output(module, params, batch, key)
         if out.ndim >= 1 and out.shape[0] == n:
             return out
-    outs = [_data.get(module.apply(_member(params, i), batch), key) for i in range(n)]
+    outs = [keyed_output(module, _member(params, i), batch, key) for i in range(n)]
     return namespace_of(*outs).stack(outs, axis=0)
+
+
+def keyed_output(module: KeyedModuleBase, params: Any, batch: Mapping, key: Any, what: str | None = None) -> Any:
+    """``module.apply(params, batch)[key]``; a plain :class:`KeyedModule` writing ``key`` runs its network on the
+    input arrays directly (same arrays, without building the output batch)."""
+    if type(module) in _PLAIN_KEYED:
+        k = _data.unravel_key(key)
+        if k in module.out_keys:
+            return module.forward_arrays(params, *module._read(batch))[module.out_keys.index(k)]
+    return _data.get(module.apply(params, batch), key, what=what)
 
 
 def action_values(module: KeyedModuleBase, params: Any, batch: Mapping, key: Any) -> Any:
@@ -171,5 +185,5 @@ def action_values(module: KeyedModuleBase, params: Any, batch: Mapping, key: Any
     if (isinstance(module, Sequential) and len(module.modules) == 2 and isinstance(module.modules[1], QValueModule)
             and module.modules[1].action_mask_key is None
             and module.modules[1].action_value_key == _data.unravel_key(key)):
-        return _data.get(module.modules[0].apply(params["0"], batch), key)
-    return _data.get(module.apply(params, batch), key)
+        return keyed_output(module.modules[0], params["0"], batch, key)
+    return keyed_output(module, params, batch, key)

@@ -25,7 +25,8 @@ What it provides (TorchRL 0.14.1 semantics, catalog section 1):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any, Sequence
 
 from .. import data as _data
 from .._backend import namespace_of
@@ -242,6 +243,12 @@ class LossModule:
     def target_params(self) -> dict:
         """Target trees: the delayed copies, or the live online trees (no tape) for non-delayed networks."""
         return {name: self._targets.get(name, stop_gradient(tree)) for name, tree in self._params.items()}
+
+    def _target_tree(self, name: str) -> Any:
+        """``target_params[name]`` without building the whole dict (the losses' hot path): the delayed copy, else
+        the raw online tree (``self._params`` never holds taped leaves)."""
+        tree = self._targets.get(name)
+        return self._params[name] if tree is None else tree
 
     @property
     def delayed_targets(self) -> tuple:

@@ -41,7 +41,7 @@ def _check_common(loss_function: str | None, reduction: str | None) -> tuple[str
 
 def _trailing(x: Any) -> Any:
     """``[*B]`` -> ``[*B, 1]`` (the estimators' value shape)."""
-    return namespace_of(x).expand_dims(x, axis=-1)
+    return namespace_of(x).reshape(x, tuple(x.shape) + (1,))
 
 
 class DQNLoss(LossModule):
@@ -166,7 +166,7 @@ class DQNLoss(LossModule):
         """``Q'(s')`` ``[*B, 1]`` without tape, from the target network (Double DQN: at the online greedy action)."""
         tk = self.tensor_keys
         net = self._networks["value_network"]
-        target, online = self.target_params["value_network"], stop_gradient(self._params["value_network"])
+        target, online = self._target_tree("value_network"), self._params["value_network"]  # raw: no tape
         if self.torchrl_compat:  # the head's greedy action / chosen value (multi-hot at one-hot ties: values summed)
             tout = net.apply(target, next_batch)
             if self.double_dqn:
@@ -296,7 +296,7 @@ class DistributionalDQNLoss(LossModule):
         log_probs = _data.get(net.apply(params["value_network"], batch), tk.action_value, what="log-probabilities")
         nb = step_mdp(batch)
         next_online = _data.get(net.apply(stop_gradient(self._params["value_network"]), nb), tk.action_value)
-        next_target = _data.get(net.apply(self.target_params["value_network"], nb), tk.action_value)
+        next_target = _data.get(net.apply(self._target_tree("value_network"), nb), tk.action_value)
         done = _data.get(batch, ("next", tk.done))
         terminated = _data.get_or(batch, ("next", tk.terminated), done)
         res = F.distributional_dqn_loss(

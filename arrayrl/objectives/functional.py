@@ -47,9 +47,14 @@ _SPEC_CLASSES = {"OneHot": "one_hot", "Categorical": "categorical", "MultiOneHot
                  "MultiOneHotDiscreteTensorSpec": "mult_one_hot", "BinaryDiscreteTensorSpec": "binary"}
 
 
+_CANONICAL = frozenset(ACTION_SPACES)
+
+
 def normalize_action_space(action_space: Any) -> str:
     """``"one-hot"`` -> ``"one_hot"`` etc. (:func:`arrayrl.nn.keyed.normalize_action_space`); TorchRL specs are
     recognised by class name (``OneHot``, ``Categorical``, ``MultiOneHot``, ``Binary``)."""
+    if type(action_space) is str and action_space in _CANONICAL:  # already normalised (the loss classes' hot path)
+        return action_space
     from ..nn.keyed import normalize_action_space as _normalize
 
     if isinstance(action_space, str):
@@ -97,7 +102,7 @@ def chosen_action_value(action_value: Any, action: Any, action_space: str = "one
     if space == "categorical":
         check_integer(action, name)
         idx = per_sample(action, batch_shape, name)
-        return xp.squeeze(xp.take_along_axis(action_value, xp.expand_dims(idx, axis=-1), axis=-1), axis=-1)
+        return xp.squeeze(xp.take_along_axis(action_value, idx[..., None], axis=-1), axis=-1)
     check_array(action, name)
     if tuple(action.shape) != tuple(action_value.shape):
         raise ValueError(

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from .. import data as _data
 from .._backend import namespace_of
 from . import functional as F
-from ._nets import ensemble_apply, make_ensemble
+from ._nets import ensemble_apply, keyed_output, make_ensemble
 from .common import LossModule
 from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common
 from .utils import step_mdp, stop_gradient
@@ -197,8 +197,8 @@ class IQLLoss(LossModule):
         return _squeeze_last(q, _data.key_str(self.tensor_keys.state_action_value))
 
     def _value(self, params: Any, batch: Mapping) -> Any:
-        v = _data.get(self._networks["value_network"].apply(params, batch), self.tensor_keys.value,
-                      what="state value of the value network")
+        v = keyed_output(self._networks["value_network"], params, batch, self.tensor_keys.value,
+                         what="state value of the value network")
         return _squeeze_last(v, _data.key_str(self.tensor_keys.value))
 
     def _log_prob(self, params: Any, batch: Mapping) -> Any:
@@ -206,7 +206,7 @@ class IQLLoss(LossModule):
         return dist.log_prob(_data.get(batch, self.tensor_keys.action, what="action"))
 
     def _min_target_q(self, batch: Mapping) -> Any:
-        xp_q = self._critics(self.target_params["qvalue_network"], batch)
+        xp_q = self._critics(self._target_tree("qvalue_network"), batch)
         return namespace_of(xp_q).min(xp_q, axis=0)
 
     # -------------------------------------------------------------------------------------------- losses
@@ -219,7 +219,7 @@ class IQLLoss(LossModule):
         v_sg = stop_gradient(value)
         loss_actor = self._reduce_loss(F.iql_actor_loss(log_prob, min_q, v_sg, self.temperature), batch)
         # critics
-        next_v = self._value(self.target_params["value_network"], step_mdp(batch))
+        next_v = self._value(self._target_tree("value_network"), step_mdp(batch))
         target = self.value_estimator.value_estimate(batch, next_value=stop_gradient(namespace_of(next_v).expand_dims(next_v, axis=-1)))
         target = stop_gradient(_squeeze_last(target, "value target"))
         pred = self._critics(params["qvalue_network"], batch)

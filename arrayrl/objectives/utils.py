@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from .._backend import is_taped, namespace_of
 from .._checks import check_array
@@ -55,11 +56,7 @@ def __getattr__(name: str) -> Any:  # re-exports resolved lazily (arrayrl.value 
 
 def stop_gradient(x: Any) -> Any:
     """``x`` with no tape (the raw backend array for a taped one, ``x`` itself otherwise)."""
-    if is_taped(x):
-        from ..autodiff import stop_gradient as _sg
-
-        return _sg(x)
-    return x
+    return x.value if is_taped(x) else x
 
 
 def distance_loss(v1: Any, v2: Any, loss_function: str, strict_shape: bool = True) -> Any:

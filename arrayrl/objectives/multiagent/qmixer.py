@@ -179,9 +179,8 @@ class QMixerLoss(LossModule):
         q_tot = self._mix(params["local_value_network"], params["mixer_network"], batch, action)
         xp = namespace_of(q_tot)
         pred = xp.squeeze(q_tot, axis=-1)
-        targets = self.target_params
         next_value = stop_gradient(
-            self._mix(targets["local_value_network"], targets["mixer_network"], step_mdp(batch), None)
+            self._mix(self._target_tree("local_value_network"), self._target_tree("mixer_network"), step_mdp(batch), None)
         )
         target = self.value_estimator.value_estimate(batch, next_value=next_value)
         target = stop_gradient(namespace_of(target).squeeze(target, axis=-1))
