@@ -692,7 +692,7 @@ def check_finite_differences(case: LossCase, acc: Errors, rng: np.random.Generat
 #: array-api-strict is left out: its operators raise TypeError for a taped right operand (``Array * Tensor``
 #: never reaches ``Tensor.__rmul__``), and the loss code has raw-first products (objectives/functional.py:
 #: distributional_dqn_loss, expectile_loss, iql_value_loss, iql_actor_loss).
-TAPE_BACKENDS = ("torch",)
+TAPE_BACKENDS = ("torch", "array_api_strict")
 
 
 def check_backends(case: LossCase, acc: Errors, tape_backends: Sequence[str] = TAPE_BACKENDS) -> None:

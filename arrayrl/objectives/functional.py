@@ -322,7 +322,7 @@ def distributional_dqn_loss(
         n = per_sample(steps_to_next_obs, batch_shape, "steps_to_next_obs")
         disc = gamma ** xp.astype(n, r.dtype)
     m = c51_projection(p_next, r, term, sup, disc)
-    per = -xp.sum(m * log_p_a, axis=-1)
+    per = -xp.sum(xp.multiply(m, log_p_a), axis=-1)
     w = None if weights is None else per_sample(weights, batch_shape, "weights")
     return {"loss": reduce_loss(per, reduction, weights=w), "td_error": stop_gradient(per)}
 
@@ -333,14 +333,15 @@ def expectile_loss(diff: Any, expectile: float) -> Any:
     xp = namespace_of(diff)
     one = xp.ones_like(stop_gradient(diff))
     w = xp.where(stop_gradient(diff) > 0, expectile * one, (1.0 - expectile) * one)
-    return w * (diff * diff)
+    return xp.multiply(w, diff * diff)
 
 
 def iql_value_loss(min_q: Any, value: Any, expectile: float) -> Any:
     """IQL value loss (eq. 5): ``L2^tau(sg(min_i Q_target_i(s, a)) - V(s))``, elementwise ``[*B]``."""
     if tuple(min_q.shape) != tuple(value.shape):
         raise ValueError(f"value: expected shape {tuple(min_q.shape)} (the shape of min_q), got {tuple(value.shape)}")
-    return expectile_loss(stop_gradient(min_q) - value, expectile)
+    sg_min_q = stop_gradient(min_q)
+    return expectile_loss(namespace_of(sg_min_q, value).subtract(sg_min_q, value), expectile)
 
 
 def iql_actor_loss(log_prob: Any, min_q: Any, value: Any, temperature: float, max_weight: float = 100.0) -> Any:
@@ -355,7 +356,7 @@ def iql_actor_loss(log_prob: Any, min_q: Any, value: Any, temperature: float, ma
             raise ValueError(f"{name}: expected shape {tuple(log_prob.shape)} (the shape of log_prob), got {tuple(a.shape)}")
     exp_a = xp.exp((stop_gradient(min_q) - stop_gradient(value)) * temperature)
     exp_a = xp.clip(exp_a, max=float(max_weight))
-    return -(exp_a * log_prob)
+    return -xp.multiply(exp_a, log_prob)
 
 
 def ensemble_critic_loss(pred: Any, target: Any, loss_function: str = "smooth_l1") -> tuple:
