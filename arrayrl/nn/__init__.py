@@ -23,6 +23,7 @@ from .keyed import (
 )
 from .layers import MLP, ACTIVATIONS, Ensemble, Linear, NormalParamExtractor, get_activation, linear, mappings
 from .module import Module
+from . import params as _params
 from .params import (
     cast_params,
     check_same_structure,
@@ -59,19 +60,5 @@ __all__ = [
     "ValueOperator",
     "QValueModule",
     "QValueActor",
-    "params_map",
-    "params_zip",
-    "flatten_params",
-    "unflatten_params",
-    "count_params",
-    "copy_params",
-    "cast_params",
-    "to_device",
-    "soft_update",
-    "hard_update",
-    "stack",
-    "unstack",
-    "check_same_structure",
-    "uniform_fan_in",
-    "linear_params",
+    *_params.__all__,
 ]

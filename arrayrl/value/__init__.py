@@ -49,38 +49,7 @@ from .registry import (
     register_value_estimator,
 )
 
-__all__ = [
-    "functional",
-    "ValueEstimatorBase",
-    "TD0Estimator",
-    "TD1Estimator",
-    "TDLambdaEstimator",
-    "GAE",
-    "MultiAgentGAE",
-    "VTrace",
-    "TD0Estimate",
-    "TD1Estimate",
-    "TDLambdaEstimate",
-    "ValueEstimators",
-    "UnknownValueEstimatorError",
-    "default_value_kwargs",
-    "register_value_estimator",
-    "get_value_estimator_entry",
-    "build_value_estimator",
-    "dispatch_value_estimator",
-    "coerce_value_type",
-    "td0_return_estimate",
-    "td0_advantage_estimate",
-    "td1_return_estimate",
-    "vec_td1_return_estimate",
-    "td1_advantage_estimate",
-    "vec_td1_advantage_estimate",
-    "td_lambda_return_estimate",
-    "vec_td_lambda_return_estimate",
-    "td_lambda_advantage_estimate",
-    "vec_td_lambda_advantage_estimate",
-    "generalized_advantage_estimate",
-    "vec_generalized_advantage_estimate",
-    "vtrace_advantage_estimate",
-    "reward2go",
-]
+from . import estimators as _estimators
+from . import registry as _registry
+
+__all__ = ["functional", *_estimators.__all__, *_registry.__all__, *functional.__all__]
