@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 from .._backend import namespace_of
 from .._checks import check_floating
 from ..data import NestedKey, get, key_str, unravel_key, with_
+from ..tree import tree_leaves
 from .module import Module
 
 __all__ = [
@@ -82,6 +83,20 @@ class KeyedModuleBase(Module):
         return [get(batch, k, what=f"in_key of {type(self).__name__}") for k in self.in_keys]
 
 
+class _ParameterFree:
+    """Mixin of the keyed modules without parameters: ``params`` is always ``{}``; assigning anything with leaves
+    raises (a tree meant for another module must not vanish silently)."""
+
+    @property
+    def params(self) -> dict:
+        return {}
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        if value is not None and tree_leaves(value):
+            raise ValueError(f"params: {type(self).__name__} has no parameters, got a tree with leaves")
+
+
 class KeyedModule(KeyedModuleBase):
     """Wrap a network so that it reads ``in_keys`` and writes ``out_keys`` of a nested-dict batch.
 
@@ -107,9 +122,23 @@ class KeyedModule(KeyedModuleBase):
         if not self.out_keys:
             raise ValueError("out_keys: at least one output key is required")
         self._fn_takes_params = isinstance(fn, Module) or params is not None
-        if params is None:
-            params = fn.params if isinstance(fn, Module) else {}
-        self.params = params
+        # A wrapped Module without explicit params is a live view of the module's tree (never a stale copy);
+        # otherwise (a plain function, or params given explicitly) this keyed module owns the tree.
+        self._delegate = isinstance(fn, Module) and params is None
+        self._own_params = None if self._delegate else ({} if params is None else params)
+
+    @property
+    def params(self) -> Any:
+        """The parameter tree: ``fn.params`` (read live) when wrapping a Module without explicit ``params``, else
+        the tree this keyed module owns. Assigning writes through to the same place."""
+        return self.fn.params if self._delegate else self._own_params
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        if self._delegate:
+            self.fn.params = value
+        else:
+            self._own_params = value
 
     def forward_arrays(self, params: Any, *inputs: Any) -> tuple:
         """Run the wrapped network on arrays; always a tuple of ``len(out_keys)`` outputs."""
@@ -162,7 +191,21 @@ class Sequential(KeyedModuleBase):
                 if k not in produced:
                     produced.append(k)
         self.out_keys = produced
-        self.params = {str(i): m.params for i, m in enumerate(modules)}
+
+    @property
+    def params(self) -> dict:
+        """``{"0": modules[0].params, "1": ...}``, read live from the children (a new dict each time; the trees
+        are the children's). Assigning a dict with the same keys writes each entry into its child."""
+        return {str(i): m.params for i, m in enumerate(self.modules)}
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        names = [str(i) for i in range(len(self.modules))]
+        if not isinstance(value, Mapping) or sorted(value) != sorted(names):
+            got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise ValueError(f"params: expected a dict with keys {names} (one tree per module), got {got}")
+        for name, m in zip(names, self.modules):
+            m.params = value[name]
 
     def _module_params(self, params: Any, i: int) -> Any:
         try:
@@ -188,7 +231,7 @@ class Sequential(KeyedModuleBase):
 
 
 # ------------------------------------------------------------------------------------------------ probabilistic
-class ProbabilisticModule(KeyedModuleBase):
+class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
     """Build a distribution from batch entries and write a sample (TorchRL ``ProbabilisticTensorDictModule``).
 
     Args:
@@ -241,7 +284,6 @@ class ProbabilisticModule(KeyedModuleBase):
         self.default_interaction_type = default_interaction_type
         if self.return_log_prob:
             self.out_keys = self.out_keys + [self.log_prob_key]
-        self.params = {}
 
     @property
     def sample_key(self) -> tuple:
@@ -374,7 +416,7 @@ def normalize_action_space(action_space: str) -> str:
     return _ACTION_SPACES[action_space]
 
 
-class QValueModule(KeyedModuleBase):
+class QValueModule(_ParameterFree, KeyedModuleBase):
     """Greedy action from action values (TorchRL ``QValueModule``), on arrays of any backend.
 
     Reads ``action_value`` ``[*B, A]`` (and an optional boolean ``action_mask`` ``[*B, A]``: masked values are
@@ -423,7 +465,6 @@ class QValueModule(KeyedModuleBase):
             raise ValueError(
                 f"out_keys: expected the action-value key {key_str(action_value_key)} second, got {key_str(self.out_keys[1])}"
             )
-        self.params = {}
 
     @property
     def action_value_key(self) -> tuple:

@@ -7,8 +7,18 @@ function of explicit parameters::
     y = module.apply(params, x)          # pure: differentiable w.r.t. params when they are taped
     y = module(x)                        # == module.apply(module.params, x)
 
-so a loss differentiates ``lambda p: loss(module.apply(p, batch))`` and an optimiser updates the tree; the module
-object never changes unless the caller assigns ``module.params = new_params``.
+so a loss differentiates ``lambda p: loss(module.apply(p, batch))`` and an optimiser updates the tree.
+
+**Who owns parameters.** Each parameter tree has exactly one owner, and everything else is a live view of it:
+
+* a *leaf* module (``MLP``, ``Linear``, ``Ensemble``, the mixers...) owns its tree in a plain ``params`` attribute;
+* a composite (``KeyedModule`` around a module, ``Sequential``, ``QValueActor``, ``ProbabilisticActor``) stores no
+  tree: its ``params`` is computed from its children on every read, and assigning it writes through to them;
+* a loss (:class:`arrayrl.objectives.LossModule`) reads and writes its networks' ``params``: ``loss.params = new``
+  *is* ``actor.params = new``, so the actor that collects data always acts with the parameters being trained.
+
+Only trees that no module holds (a critic ensemble re-sampled or stacked by a loss) are owned by the loss itself, in a
+:class:`ParamSlot`. Target trees (``delay_*``) are separate copies owned by the loss (``loss.target_params``).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Any
 from .._backend import backend_name, default_float_dtype
 from ..random import Generator
 
-__all__ = ["Module", "resolve_generator"]
+__all__ = ["Module", "ParamSlot", "resolve_generator"]
 
 
 def resolve_generator(generator: Any = None, xp: Any = None, device: Any = None) -> Any:
@@ -72,3 +82,18 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply(self.params, *args, **kwargs)
+
+
+class ParamSlot:
+    """A holder of one parameter tree that no module owns (e.g. a critic ensemble stacked by a loss).
+
+    It has the one attribute every parameter owner has, ``params``; losses read and write it like a module's.
+    """
+
+    __slots__ = ("params",)
+
+    def __init__(self, params: Any):
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"ParamSlot({type(self.params).__name__})"

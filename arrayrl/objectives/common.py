@@ -47,15 +47,23 @@ def _copy_tree(tree: Any) -> Any:
     return tree_map(_copy, tree)
 
 
-def _check_like(name: str, new: Any, old: Any) -> None:
-    nl, nd = tree_flatten(new)
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _check_like(what: str, new: Any, old: Any) -> None:
+    """``new`` must have the structure, shapes and dtypes of ``old`` (``what`` names it in the message)."""
+    _, nd = tree_flatten(new)
     ol, od = tree_flatten(old)
     if nd != od:
-        raise ValueError(f"params[{name!r}]: expected the structure {od!r}, got {nd!r}")
+        raise ValueError(f"{what}: expected the structure {od!r}, got {nd!r}")
     for (path, a), b in zip(tree_paths(new), ol):
-        if tuple(a.shape) != tuple(b.shape):
-            p = ".".join(str(k) for k in path)
-            raise ValueError(f"params[{name!r}].{p}: expected shape {tuple(b.shape)}, got {tuple(a.shape)}")
+        p = ".".join(str(k) for k in path)
+        if not hasattr(a, "shape") or tuple(a.shape) != tuple(b.shape):
+            got = tuple(a.shape) if hasattr(a, "shape") else type(a).__name__
+            raise ValueError(f"{what}.{p}: expected shape {tuple(b.shape)}, got {got}")
+        if _dtype_name(a.dtype) != _dtype_name(b.dtype):  # by name: moving a loss to another backend is allowed
+            raise ValueError(f"{what}.{p}: expected dtype {b.dtype}, got {a.dtype}")
 
 
 class LossModule:
@@ -75,11 +83,13 @@ class LossModule:
     _OUT_KEYS: tuple = ()
     # names of the estimator's keys that the loss forwards under the same name (see _forward_value_estimator_keys)
     _VALUE_KEY_MAP: dict = {}
+    # the network ``loss.policy`` returns (subclasses: "value_network" for DQN...)
+    _POLICY_NETWORK: str | None = "actor_network"
 
     def __init__(self) -> None:
         self._tensor_keys = self.default_keys()
         self._networks: dict[str, Any] = {}
-        self._params: dict[str, Any] = {}
+        self._owners: dict[str, Any] = {}  # name -> the object whose .params is that network's tree
         self._targets: dict[str, Any] = {}
         self._value_estimator: Any = None
         self.value_type = self.default_value_estimator
@@ -216,39 +226,83 @@ class LossModule:
     # ------------------------------------------------------------------------------------------------ parameters
     def convert_to_functional(self, module: Any, name: str, *, create_target_params: bool = False,
                               params: Any = None) -> None:
-        """Register ``module`` under ``name``: its parameter tree becomes ``loss.params[name]`` and, with
-        ``create_target_params``, a copy becomes ``loss.target_params[name]`` (TorchRL's ``delay_*``)."""
-        tree = getattr(module, "params", None) if params is None else params
-        if tree is None:
-            raise TypeError(f"{name}: expected an arrayrl network with a .params tree, got {type(module).__name__}")
+        """Register ``module`` under ``name``; ``loss.params[name]`` is then a live view of ``module.params``.
+
+        With ``params`` (a tree that no module holds, e.g. a critic ensemble stacked or re-sampled by the loss) the
+        loss owns that tree in a :class:`~arrayrl.nn.ParamSlot`. ``create_target_params`` (TorchRL's ``delay_*``)
+        copies the tree into ``loss.target_params[name]``, which only :class:`SoftUpdate`/:class:`HardUpdate` or an
+        assignment to :attr:`target_params` move afterwards.
+        """
+        from ..nn.module import ParamSlot
+
+        if params is None or params is getattr(module, "params", None):
+            if getattr(module, "params", None) is None:
+                raise TypeError(f"{name}: expected an arrayrl network with a .params tree, got {type(module).__name__}")
+            owner = module
+        else:
+            owner = ParamSlot(params)
         self._networks[name] = module
-        self._params[name] = tree
+        self._owners[name] = owner
         if create_target_params:
-            self._targets[name] = _copy_tree(tree)
+            self._targets[name] = _copy_tree(owner.params)
+
+    @property
+    def _params(self) -> dict:
+        """``{name: tree}`` read live from the owners (raw trees: owners never hold taped leaves)."""
+        return {name: owner.params for name, owner in self._owners.items()}
 
     @property
     def params(self) -> dict:
-        """The trainable parameter trees, ``{network name: tree}`` (a new dict; the trees are shared)."""
-        return dict(self._params)
+        """The trainable parameter trees, ``{network name: tree}``, read live from the networks (a new dict; the
+        trees are the networks' own). Assigning writes each tree into its network, so every module handed to the
+        loss (the actor collecting data, say) sees it at once. The new trees must have the old structure and
+        shapes; taped leaves are stripped of their tape."""
+        return self._params
 
     @params.setter
     def params(self, new: Mapping) -> None:
-        if set(new) != set(self._params):
-            raise ValueError(f"params: expected the networks {sorted(self._params)}, got {sorted(new)}")
+        if not isinstance(new, Mapping) or set(new) != set(self._owners):
+            got = sorted(new) if isinstance(new, Mapping) else type(new).__name__
+            raise ValueError(f"params: expected the networks {sorted(self._owners)}, got {got}")
         for name, tree in new.items():
-            _check_like(name, tree, self._params[name])
-        self._params = {name: stop_gradient(new[name]) for name in self._params}
+            _check_like(f"params[{name!r}]", tree, self._owners[name].params)
+        for name, owner in self._owners.items():
+            owner.params = stop_gradient(new[name])
 
     @property
     def target_params(self) -> dict:
-        """Target trees: the delayed copies, or the live online trees (no tape) for non-delayed networks."""
-        return {name: self._targets.get(name, stop_gradient(tree)) for name, tree in self._params.items()}
+        """Target trees: the delayed copies, or the live online trees (no tape) for non-delayed networks.
+
+        Assign a dict with some or all of :attr:`delayed_targets` to set them (same structure and shapes; the trees
+        are copied): ``loss.target_params = {"value_network": tree}``. A non-delayed network has no target of its
+        own (its target *is* the online tree), so naming it raises ``KeyError``."""
+        return {name: self._targets.get(name, stop_gradient(owner.params)) for name, owner in self._owners.items()}
+
+    @target_params.setter
+    def target_params(self, new: Mapping) -> None:
+        if not isinstance(new, Mapping):
+            raise TypeError(f"target_params: expected a dict {{network name: tree}}, got {type(new).__name__}")
+        for name in new:
+            self._check_delayed(name)
+        for name, tree in new.items():
+            _check_like(f"target_params[{name!r}]", tree, self._targets[name])
+        for name, tree in new.items():
+            self._targets[name] = _copy_tree(tree)
+
+    def _check_delayed(self, name: str) -> None:
+        if name not in self._targets:
+            if name in self._owners:
+                raise KeyError(
+                    f"target_params: {name!r} has no delayed target (its delay_* flag is False: the target is the "
+                    f"online tree); delayed targets: {list(self._targets)}"
+                )
+            raise KeyError(f"target_params: unknown network {name!r}; networks: {list(self._owners)}")
 
     def _target_tree(self, name: str) -> Any:
         """``target_params[name]`` without building the whole dict (the losses' hot path): the delayed copy, else
-        the raw online tree (``self._params`` never holds taped leaves)."""
+        the raw online tree (owners never hold taped leaves)."""
         tree = self._targets.get(name)
-        return self._params[name] if tree is None else tree
+        return self._owners[name].params if tree is None else tree
 
     @property
     def delayed_targets(self) -> tuple:
@@ -256,42 +310,66 @@ class LossModule:
         return tuple(self._targets)
 
     def _set_target(self, name: str, tree: Any) -> None:
-        if name not in self._targets:
-            raise KeyError(f"{name} has no delayed target")
-        _check_like(name, tree, self._targets[name])
-        self._targets[name] = _copy_tree(tree)
+        """Set one delayed target tree (a copy); what :class:`SoftUpdate`/:class:`HardUpdate` call."""
+        self.target_params = {name: tree}
+
+    @property
+    def policy(self) -> Any:
+        """The network to act with (``loss.policy(batch)``), bound to the parameters being trained: e.g. DQN's
+        Q-value actor, the actor network of IQL/SAC/PPO. ``AttributeError`` for losses without a policy."""
+        name = self._POLICY_NETWORK
+        if name is None or name not in self._networks:
+            raise AttributeError(f"{type(self).__name__} has no policy network")  # (re-raised by __getattr__)
+        return self._networks[name]
 
     def __getattr__(self, item: str) -> Any:
-        # only called when normal lookup fails: <net>_params / target_<net>_params
+        # only called when normal lookup fails: <net>_params / target_<net>_params / <net>
         if item.startswith("_"):
             raise AttributeError(item)
         d = self.__dict__
-        if item.endswith("_params") and "_params" in d:
+        if item.endswith("_params") and "_owners" in d:
             if item.startswith("target_"):
                 name = item[len("target_") : -len("_params")]
-                if name in d["_params"]:
-                    return d["_targets"].get(name, stop_gradient(d["_params"][name]))
+                if name in d["_owners"]:
+                    return d["_targets"].get(name, stop_gradient(d["_owners"][name].params))
             name = item[: -len("_params")]
-            if name in d["_params"]:
-                return d["_params"][name]
+            if name in d["_owners"]:
+                return d["_owners"][name].params
         if "_networks" in d and item in d["_networks"]:
             return d["_networks"][item]
+        if item == "policy":
+            raise AttributeError(f"{type(self).__name__} has no policy network")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {item!r}")
 
+    def __setattr__(self, item: str, value: Any) -> None:
+        # ``loss.<net>_params = tree`` / ``loss.target_<net>_params = tree`` write through (an instance attribute of
+        # that name would silently shadow the live tree)
+        owners = self.__dict__.get("_owners")
+        if owners and item.endswith("_params"):
+            if item.startswith("target_") and item[len("target_") : -len("_params")] in owners:
+                self.target_params = {item[len("target_") : -len("_params")]: value}
+                return
+            name = item[: -len("_params")]
+            if name in owners:
+                self.params = {**self._params, name: value}
+                return
+        object.__setattr__(self, item, value)
+
     def get_stateful_net(self, name: str, copy: bool = True) -> Any:
-        """The network ``name`` carrying the loss's current parameters (a shallow copy unless ``copy=False``)."""
+        """The network ``name``. With ``copy=False`` the live network (it always carries the loss's current
+        parameters); with ``copy=True`` a deep copy holding a snapshot of them, detached from the loss."""
         import copy as _copy
 
         net = self._networks[name]
-        net = _copy.copy(net) if copy else net
-        net.params = self._params[name]
-        return net
+        if not copy:
+            return net
+        snapshot = _copy.deepcopy(net)
+        snapshot.params = _copy_tree(self._owners[name].params)
+        return snapshot
 
     def from_stateful_net(self, name: str, net: Any) -> None:
         """Load ``net.params`` as the parameters of network ``name``."""
-        new = dict(self._params)
-        new[name] = net.params
-        self.params = new
+        self.params = {**self._params, name: net.params}
 
     def reset(self) -> None:
         """No-op (TorchRL: only PPO-KL resets state)."""
