@@ -2,7 +2,10 @@
 
 * :mod:`.value`: value estimators (functional and classes) vs TorchRL and ``reference/``;
 * :mod:`.losses`: loss classes vs TorchRL (outputs, ``td_error``, every parameter gradient) and
-  ``reference/losses``, plus the self-consistency checks (finite differences, every backend vs NumPy).
+  ``reference/losses``, plus the self-consistency checks (finite differences, every backend vs NumPy);
+* :mod:`._oracle`: where the float64 oracle ``reference/`` is found (a source checkout, or ``--reference DIR``);
+  without it (an installed wheel) the reference comparisons are skipped and the report says so;
+* :mod:`._common`: the error bookkeeping shared by the providers.
 
 Each provider exposes ``CHECKS = {component name: fn(n_cases, rng, tick) -> dict}``. Nothing else in arrayrl
 imports this package; it may use NumPy, and imports torch/torchrl inside its functions.

@@ -79,9 +79,9 @@ class Errors:
 
     def result(self) -> dict:
         worst = max(self.value_rel, self.grad_rel, 0.0 if math.isnan(self.ref_abs) else self.ref_abs)
-        out = {"cases": self.cases, "value_abs": self.value_abs, "value_rel": self.value_rel,
-               "grad_abs": self.grad_abs, "grad_rel": self.grad_rel, "ref_abs": self.ref_abs,
-               "passed": worst <= self.tolerance}
+        out: dict[str, Any] = {"cases": self.cases, "value_abs": self.value_abs, "value_rel": self.value_rel,
+                               "grad_abs": self.grad_abs, "grad_rel": self.grad_rel, "ref_abs": self.ref_abs,
+                               "passed": worst <= self.tolerance}
         if self.bad:
             out["note"] = "; ".join(self.bad)
         return out

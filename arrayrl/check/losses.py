@@ -9,7 +9,8 @@ Components (each runs ``n_cases`` random cases):
   copies its online *and* target weights into the arrayrl loss, feeds both the same batch and compares every output
   key, the ``td_error`` each writes into its batch (values) and the gradient of ``sum(loss_*)`` w.r.t. every
   parameter (arrayrl's tape vs ``torch.autograd``). With the TD(0) estimator the outputs are also compared with
-  ``reference/losses`` (per-sample float64 loops) fed TorchRL's network outputs (column "vs reference").
+  ``reference/losses`` (per-sample float64 loops) fed TorchRL's network outputs (column "vs reference"; skipped
+  when the oracle is absent, see :mod:`arrayrl.check._oracle`).
 * ``loss.self-consistency[finite-diff]``: a random loss of any family above; the gradient of each ``loss_*`` term
   w.r.t. the networks that term trains, along random unit directions, against central finite differences
   (``eps=1e-6``; tolerance 1e-6, the truncation/round-off level of float64 differences). Semi-gradient terms are
@@ -37,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import _oracle as oracle
 from ._common import TOLERANCE, Errors, torch_float64
 
 __all__ = [
@@ -60,7 +62,8 @@ class LossCase:
     passed through ``convert`` (a tree map from NumPy to a backend; it must copy). ``grads`` lists
     ``(TorchRL params attribute, path into arrayrl's gradient tree, TorchRL name prefix to strip)``; ``terms``
     maps each ``loss_*`` term to the networks it trains; ``reference()`` gives the expected outputs from
-    ``reference/losses`` (TD(0) only, else None).
+    ``reference/losses`` (TD(0) only, else None; None as well when the oracle is absent, see
+    :mod:`arrayrl.check._oracle`).
     """
 
     family: str
@@ -72,8 +75,20 @@ class LossCase:
     terms: dict
     reference: Callable[[], dict] | None = None
 
+    def __post_init__(self) -> None:
+        if oracle.load().module is None:
+            self.reference = None
+
 
 # ------------------------------------------------------------------------------------------------------ helpers
+def _oracle(dotted: str) -> Any:
+    """The oracle's submodule ``dotted`` (only called from ``LossCase.reference``, which exists with the oracle)."""
+    module = oracle.submodule(dotted)
+    if module is None:
+        raise RuntimeError(f"the oracle is absent ({oracle.status()}); reference.{dotted} cannot be used")
+    return module
+
+
 def _pick(rng: np.random.Generator, opts: dict, key: str, choices: Sequence) -> Any:
     """``opts[key]`` if given, else a uniform draw from ``choices`` (recorded in ``opts``)."""
     if key not in opts:
@@ -104,11 +119,11 @@ def _backends() -> dict:
     """The non-NumPy backends present: ``{name: (namespace, device, float64 dtype)}``."""
     import importlib.util
 
-    out = {}
+    out: dict[str, tuple[Any, str | None, Any]] = {}
     if importlib.util.find_spec("torch") is not None:
         import array_api_compat.torch as t
 
-        out["torch"] = (t, "cpu", t.float64)
+        out["torch"] = (t, "cpu", getattr(t, "float64"))  # set by array_api_compat.torch at import
     if importlib.util.find_spec("array_api_strict") is not None:
         import array_api_strict as s
 
@@ -232,7 +247,6 @@ def dqn_case(rng: np.random.Generator, **opts: Any) -> LossCase:
 
     from .. import objectives as O
     from ..nn import MLP, QValueActor
-    from reference.losses import dqn as rdqn
 
     space = _pick(rng, opts, "action_space", ("one_hot", "categorical", "mult_one_hot", "binary"))
     delay = _pick(rng, opts, "delay_value", (True, False))
@@ -307,9 +321,10 @@ def dqn_case(rng: np.random.Generator, **opts: Any) -> LossCase:
             q = _run_net(net, tl.value_network_params, obs)["action_value"].numpy()
             nq_t = _run_net(net, tl.target_value_network_params, nobs_td)["action_value"].numpy()
             nq_o = _run_net(net, tl.value_network_params, nobs_td)["action_value"].numpy() if double else None
-            r = rdqn.dqn_loss(q, batch["action"], batch["next"]["reward"], nq_t, batch["next"]["terminated"],
-                              gamma=gamma, next_q_online=nq_o, double_dqn=double, loss_function=fn,
-                              reduction=reduction, weights=batch.get("priority_weight"), action_space=space)
+            r = _oracle("losses.dqn").dqn_loss(
+                q, batch["action"], batch["next"]["reward"], nq_t, batch["next"]["terminated"], gamma=gamma,
+                next_q_online=nq_o, double_dqn=double, loss_function=fn, reduction=reduction,
+                weights=batch.get("priority_weight"), action_space=space)
             return {"loss": r["loss"], "td_error": r["td_error"]}
 
     return LossCase("DQNLoss", opts, tl, td, build, [("value_network_params", ("value_network",) + (
@@ -329,7 +344,6 @@ def distributional_dqn_case(rng: np.random.Generator, **opts: Any) -> LossCase:
     from .. import ops
     from .._backend import namespace_of
     from ..nn import MLP, KeyedModule
-    from reference.losses import distributional as rdist
 
     space = _pick(rng, opts, "action_space", ("one_hot", "categorical"))
     delay = _pick(rng, opts, "delay_value", (True, False))
@@ -382,10 +396,10 @@ def distributional_dqn_case(rng: np.random.Generator, **opts: Any) -> LossCase:
         lp = _run_net(net, tl.value_network_params, obs)["action_value"].numpy()
         nlp_t = _run_net(net, tl.target_value_network_params, nobs_td)["action_value"].numpy()
         nlp_o = _run_net(net, tl.value_network_params, nobs_td)["action_value"].numpy()
-        r = rdist.distributional_dqn_loss(lp, batch["action"], batch["next"]["reward"], batch["next"]["terminated"],
-                                          nlp_t, support, gamma=gamma, next_log_probs_online=nlp_o, double_dqn=True,
-                                          reduction=reduction, weights=batch.get("priority_weight"),
-                                          action_space=space)
+        r = _oracle("losses.distributional").distributional_dqn_loss(
+            lp, batch["action"], batch["next"]["reward"], batch["next"]["terminated"], nlp_t, support, gamma=gamma,
+            next_log_probs_online=nlp_o, double_dqn=True, reduction=reduction,
+            weights=batch.get("priority_weight"), action_space=space)
         return {"loss": r["loss"], "td_error": r["td_error"]}
 
     return LossCase("DistributionalDQNLoss", opts, tl, td, build, [("value_network_params", ("value_network",),
@@ -409,7 +423,6 @@ def qmixer_case(rng: np.random.Generator, **opts: Any) -> LossCase:
     from ..interop import to_torch
     from ..nn import KeyedModule, Linear, QValueActor
     from ..nn.multiagent import QMixer, VDNMixer
-    from reference.losses import qmixer as rqmix
 
     from ..tree import tree_map
 
@@ -423,8 +436,8 @@ def qmixer_case(rng: np.random.Generator, **opts: Any) -> LossCase:
     S = _pick(rng, opts, "state_shape", ((4,), (2, 3)))
     B = _pick(rng, opts, "B", (1, 3, 5))
     nobs, nA, E = 6, 4, 5
-    keys = dict(action_value_key=("agents", "action_value"), action_key=("agents", "action"),
-                chosen_action_value_key=("agents", "chosen_action_value"))
+    keys: dict[str, Any] = dict(action_value_key=("agents", "action_value"), action_key=("agents", "action"),
+                                chosen_action_value_key=("agents", "chosen_action_value"))
 
     module = TensorDictModule(torch.nn.Linear(nobs, nA), in_keys=[("agents", "observation")],
                               out_keys=[("agents", "action_value")])
@@ -465,7 +478,7 @@ def qmixer_case(rng: np.random.Generator, **opts: Any) -> LossCase:
                           delay_value=delay, loss_function=fn)
         al.make_value_estimator(est, gamma=gamma, **hp)
         al.params = convert(online)
-        if delay:
+        if target is not None:
             for name, tree in target.items():
                 al._set_target(name, convert(tree))
         return al, convert(batch)
@@ -480,12 +493,11 @@ def qmixer_case(rng: np.random.Generator, **opts: Any) -> LossCase:
             def flat(params: Any) -> dict:
                 return {k: v.detach().numpy() for k, v in _torch_flat(params).items()}
 
-            r = rqmix.qmixer_loss(q["agents", "action_value"].numpy(), batch["agents"]["action"],
-                                  batch["next"]["reward"], nq["agents", "action_value"].numpy(),
-                                  batch["next"]["terminated"], gamma=gamma, mixer=kind,
-                                  params=flat(tl.mixer_network_params),
-                                  target_params=flat(tl.target_mixer_network_params), state=batch["state"],
-                                  next_state=batch["next"]["state"], loss_function=fn, action_space=space)
+            r = _oracle("losses.qmixer").qmixer_loss(
+                q["agents", "action_value"].numpy(), batch["agents"]["action"], batch["next"]["reward"],
+                nq["agents", "action_value"].numpy(), batch["next"]["terminated"], gamma=gamma, mixer=kind,
+                params=flat(tl.mixer_network_params), target_params=flat(tl.target_mixer_network_params),
+                state=batch["state"], next_state=batch["next"]["state"], loss_function=fn, action_space=space)
             return {"loss": r["loss"], "td_error": r["td_error"]}
 
     return LossCase(f"QMixerLoss[{kind}]", opts, tl, td, build,
@@ -512,7 +524,6 @@ def iql_case(rng: np.random.Generator, **opts: Any) -> LossCase:
     from .. import objectives as O
     from ..distributions import Categorical, OneHotCategorical, TanhNormal
     from ..nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, ValueOperator
-    from reference.losses import iql as riql
 
     discrete = _pick(rng, opts, "discrete", (None, "categorical", "one_hot"))
     n_q = _pick(rng, opts, "num_qvalue_nets", (1, 2, 3))
@@ -592,6 +603,7 @@ def iql_case(rng: np.random.Generator, **opts: Any) -> LossCase:
                           td["next"].select("observation"))["state_value"].numpy()
             common = dict(gamma=gamma, temperature=beta, expectile=tau, loss_function=fn, reduction=reduction)
             nxt = batch["next"]
+            riql = _oracle("losses.iql")
             if discrete is None:
                 return riql.iql_loss(lp, q_t[..., 0], q_o[..., 0], v, nv, nxt["reward"], nxt["terminated"], **common)
             return riql.discrete_iql_loss(lp, q_t, q_o, batch["action"], v, nv, nxt["reward"], nxt["terminated"],

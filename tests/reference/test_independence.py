@@ -38,3 +38,21 @@ def test_importing_reference_does_not_load_arrayrl():
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT.parent, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_arrayrl_check_loads_the_oracle_without_claiming_the_name(tmp_path):
+    """``arrayrl check`` finds the oracle beside the package (source checkout), not through ``import reference``: it
+    is loaded under a private name, so an unrelated ``reference`` module is neither used nor shadowed."""
+    (tmp_path / "reference.py").write_text("raise AssertionError('an unrelated module called reference')\n")
+    code = (
+        "import sys\n"
+        "from arrayrl.check import _oracle, value\n"
+        "value._functional_specs()\n"
+        "assert 'reference' not in sys.modules, sys.modules['reference']\n"
+        "assert _oracle.MODULE_NAME + '.value' in sys.modules\n"
+        "assert _oracle.submodule('losses.dqn').__name__ == _oracle.MODULE_NAME + '.losses.dqn'\n"
+        "print(_oracle.status())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"used ({ROOT})"
