@@ -5,11 +5,12 @@ networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and
 (:mod:`arrayrl.objectives.utils`).
 """
 
-from . import functional
+from . import functional, policy_gradient
 from .common import LossModule
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import QMixerLoss
+from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from .utils import (
     HardUpdate,
     SoftUpdate,
@@ -37,6 +38,9 @@ __all__ = [
     "IQLLoss",
     "DiscreteIQLLoss",
     "QMixerLoss",
+    "PPOLoss",
+    "ClipPPOLoss",
+    "KLPENPPOLoss",
     "SoftUpdate",
     "HardUpdate",
     "TargetNetUpdater",
@@ -46,6 +50,7 @@ __all__ = [
     "hold_out_params",
     "next_state_value",
     "functional",
+    "policy_gradient",
     "ValueEstimators",
     "default_value_kwargs",
 ]

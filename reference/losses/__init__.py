@@ -1,9 +1,9 @@
 """Per-sample float64 loops for the value-based losses (network-free: inputs are network OUTPUTS).
 
 Modules: :mod:`.common` (distance, reduction, action gathering), :mod:`.dqn`, :mod:`.distributional`,
-:mod:`.qmixer`, :mod:`.iql`.
+:mod:`.qmixer`, :mod:`.iql`, :mod:`.ppo`.
 """
 
-from . import common, distributional, dqn, iql, qmixer
+from . import common, distributional, dqn, iql, ppo, qmixer
 
-__all__ = ["common", "dqn", "distributional", "qmixer", "iql"]
+__all__ = ["common", "dqn", "distributional", "qmixer", "iql", "ppo"]
