@@ -18,27 +18,67 @@ to float round-off:
 
 The step counter is a Python ``int`` in the state (bias corrections are host scalars, as torch's non-capturable
 path), so an update never synchronises with the device.
+
+Dtypes: every parameter keeps its dtype. A gradient of another floating dtype (a float64 gradient for a float32
+parameter) is cast to the parameter's dtype before it is used, as torch, whose ``param.grad`` always has the
+parameter's dtype; the state leaves have the dtype of their parameter too.
+
+Checks (shapes, structure and Python hyper-parameters only, never data): hyper-parameters are validated at
+construction and again at each update (so ``opt.lr = float("nan")`` is caught), ``ValueError`` naming the argument;
+gradients and state trees must have the structure (dict keys in the same order) and leaf shapes of ``params``,
+``ValueError`` naming the path of the first difference (``grads['layer']['bias']: expected shape (4,) ...``);
+parameters and gradients must be real floating arrays.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
-from ._backend import is_array, is_taped, namespace_of
-from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+from ._backend import device_of, is_array, is_taped, namespace_of
+from ._checks import check_floating
+from .nn.params import _format_path, _leaves_like
+from .tree import tree_flatten, tree_map, tree_paths, tree_unflatten
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Stateful", "clip_grad_norm", "global_norm"]
 
 
-def _check_trees(grads: Any, params: Any) -> None:
-    gl, gd = tree_flatten(grads)
-    pl, pd = tree_flatten(params)
-    if gd != pd:
-        raise ValueError(f"grads: expected the structure of params {pd!r}, got {gd!r}")
-    for i, (g, p) in enumerate(zip(gl, pl)):
-        if tuple(g.shape) != tuple(p.shape):
-            raise ValueError(f"grads: leaf {i} has shape {tuple(g.shape)}, the parameter has {tuple(p.shape)}")
+def _check_number(value: Any, name: str, *, low: float = 0.0, high: float | None = None,
+                  high_open: bool = False) -> None:
+    """Raise unless ``value`` is a finite real number in ``[low, high]`` (``[low, high)`` with ``high_open``).
+
+    ``TypeError`` for non-numbers (bools included), ``ValueError`` for NaN, infinities and values out of range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    if high is None:
+        ok, bounds = value >= low, f">= {low}"
+    else:
+        ok = low <= value and (value < high if high_open else value <= high)
+        bounds = f"in [{low}, {high}{')' if high_open else ']'}"
+    if not (math.isfinite(value) and ok):
+        raise ValueError(f"{name}: expected a finite number {bounds}, got {value}")
+
+
+def _check_flag(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+
+
+def _state_leaves(state: Any, key: str, params: Any, flat: tuple) -> list:
+    """The leaves of ``state[key]``, checked against ``params`` (structure and shapes; the path named)."""
+    if key not in state:
+        raise ValueError(f"state: missing {key!r} (keys present: {list(state)}); build the state with opt.init(params)")
+    return _leaves_like(state[key], params, f"state[{key!r}]", "params", flat)
+
+
+def _cast_like(x: Any, p: Any) -> Any:
+    """``x`` as an array of ``p``'s dtype (optimiser outputs keep the parameter's dtype)."""
+    if is_array(x) and x.dtype == p.dtype:  # the usual case: no namespace lookup
+        return x
+    xp = _namespace(x)
+    x = _array(xp, x)
+    return x if x.dtype == p.dtype else xp.astype(x, p.dtype)
 
 
 def _namespace(*xs: Any) -> Any:
@@ -81,12 +121,29 @@ class Optimizer:
     def update(self, grads: Any, state: dict, params: Any) -> tuple[Any, dict]:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _prepare(self, grads: Any, params: Any, maximize: bool) -> Any:
-        _check_trees(grads, params)
-        for p in tree_leaves(params):
+    def _check_hyper(self) -> None:  # pragma: no cover - overridden
+        """Validate the hyper-parameter attributes (``ValueError``/``TypeError`` naming the attribute)."""
+
+    def _prepare(self, grads: Any, state: Any, params: Any) -> tuple[list, list, Any]:
+        """Check everything an update reads; return ``(grad_leaves, param_leaves, treedef)``.
+
+        The gradients come back cast to their parameter's dtype and negated when ``maximize``."""
+        self._check_hyper()
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool) \
+                or state["step"] < 0:
+            got = f"step={state.get('step')!r}" if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state: expected the dict returned by opt.init(params) with an int step >= 0, got {got}")
+        pl, treedef = tree_flatten(params)
+        gl = _leaves_like(grads, params, "grads", "params", (pl, treedef))
+        for (path, p), g in zip(tree_paths(params), gl):
             if is_taped(p):
-                raise TypeError("params: the optimiser takes raw arrays, not taped Tensors (use the gradients' values)")
-        return tree_map(lambda g: -g, grads) if maximize else grads
+                raise TypeError(f"{_format_path('params', path)}: the optimiser takes raw arrays, not taped Tensors")
+            check_floating(p, _format_path("params", path))
+            check_floating(g, _format_path("grads", path))
+        gl = [_cast_like(g, p) for g, p in zip(gl, pl)]
+        if self.maximize:
+            gl = [-g for g in gl]
+        return gl, pl, treedef
 
 
 class SGD(Optimizer):
@@ -94,16 +151,22 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, *, maximize: bool = False):
-        if lr < 0:
-            raise ValueError(f"lr: expected >= 0, got {lr}")
-        if momentum < 0:
-            raise ValueError(f"momentum: expected >= 0, got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov: requires momentum > 0 and dampening == 0")
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov, self.maximize = weight_decay, nesterov, maximize
+        self._check_hyper()
+
+    def _check_hyper(self) -> None:
+        """``lr``, ``momentum``, ``weight_decay`` finite and ``>= 0``; ``dampening`` in ``[0, 1]``; Nesterov needs
+        momentum and no dampening (as ``torch.optim.SGD``)."""
+        _check_number(self.lr, "lr")
+        _check_number(self.momentum, "momentum")
+        _check_number(self.dampening, "dampening", high=1.0)
+        _check_number(self.weight_decay, "weight_decay")
+        _check_flag(self.nesterov, "nesterov")
+        _check_flag(self.maximize, "maximize")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"nesterov: requires momentum > 0 and dampening == 0, got momentum={self.momentum}, "
+                             f"dampening={self.dampening}")
 
     def init(self, params: Any) -> dict:
         """``{"step": 0, "momentum_buffer": zeros-like tree or None}``."""
@@ -111,23 +174,20 @@ class SGD(Optimizer):
         return {"step": 0, "momentum_buffer": buf}
 
     def update(self, grads: Any, state: dict, params: Any) -> tuple[Any, dict]:
-        grads = self._prepare(grads, params, self.maximize)
+        gl, pl, treedef = self._prepare(grads, state, params)
         first = state["step"] == 0
         lr, mom, wd, damp = self.lr, self.momentum, self.weight_decay, self.dampening
 
         def one(g: Any, p: Any, b: Any) -> tuple:
-            xp = _namespace(g, p, b)
             if wd != 0:
                 g = g + wd * p
             if mom != 0:
                 b = g if first else b * mom + (1.0 - damp) * g
                 g = g + mom * b if self.nesterov else b
-                b = _array(xp, b)
-            return _array(xp, p - lr * g), b
+                b = _cast_like(b, p)
+            return _cast_like(p - lr * g, p), b
 
-        gl, treedef = tree_flatten(grads)
-        pl = tree_leaves(params)
-        bl = tree_leaves(state["momentum_buffer"]) if mom != 0 else [None] * len(pl)
+        bl = _state_leaves(state, "momentum_buffer", params, (pl, treedef)) if mom != 0 else [None] * len(pl)
         out = [one(g, p, b) for g, p, b in zip(gl, pl, bl)]
         new_params = tree_unflatten(treedef, [o[0] for o in out])
         new_buf = tree_unflatten(treedef, [o[1] for o in out]) if mom != 0 else None
@@ -141,17 +201,24 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False):
-        if lr < 0:
-            raise ValueError(f"lr: expected >= 0, got {lr}")
-        if eps < 0:
-            raise ValueError(f"eps: expected >= 0, got {eps}")
-        for i, b in enumerate(betas):
-            if not 0.0 <= b < 1.0:
-                raise ValueError(f"betas[{i}]: expected a value in [0, 1), got {b}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay: expected >= 0, got {weight_decay}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
         self.weight_decay, self.amsgrad, self.maximize = weight_decay, amsgrad, maximize
+        self._check_hyper()
+
+    def _check_hyper(self) -> None:
+        """``lr``, ``eps``, ``weight_decay`` finite and ``>= 0``; each of ``betas`` in ``[0, 1)`` (as
+        ``torch.optim.Adam``, which also rejects NaN only by accident of its comparisons)."""
+        _check_number(self.lr, "lr")
+        _check_number(self.eps, "eps")
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise ValueError(f"betas: expected a pair (beta1, beta2), got {self.betas!r}")
+        for i, b in enumerate(self.betas):
+            _check_number(b, f"betas[{i}]", high=1.0, high_open=True)
+        _check_number(self.weight_decay, "weight_decay")
+        _check_flag(self.amsgrad, "amsgrad")
+        _check_flag(self.maximize, "maximize")
 
     def init(self, params: Any) -> dict:
         """``{"step": 0, "exp_avg": zeros, "exp_avg_sq": zeros, "max_exp_avg_sq": zeros or None}``."""
@@ -163,7 +230,10 @@ class Adam(Optimizer):
         }
 
     def update(self, grads: Any, state: dict, params: Any) -> tuple[Any, dict]:
-        grads = self._prepare(grads, params, self.maximize)
+        gl, pl, treedef = self._prepare(grads, state, params)
+        flat = (pl, treedef)
+        ml, vl = _state_leaves(state, "exp_avg", params, flat), _state_leaves(state, "exp_avg_sq", params, flat)
+        vmaxl = _state_leaves(state, "max_exp_avg_sq", params, flat) if self.amsgrad else [None] * len(pl)
         step = state["step"] + 1
         beta1, beta2 = self.betas
         lr, wd, eps = self.lr, self.weight_decay, self.eps
@@ -173,6 +243,7 @@ class Adam(Optimizer):
 
         def one(g: Any, p: Any, m: Any, v: Any, vmax: Any) -> tuple:
             xp = _namespace(g, p, m, v)
+            p0 = p
             if wd != 0:
                 if self._decoupled:
                     p = p * (1 - lr * wd)
@@ -186,13 +257,10 @@ class Adam(Optimizer):
             else:
                 denom = xp.sqrt(v) / bias_correction2_sqrt + eps
             out = p + (-step_size) * (m / denom)
-            return _array(xp, out), _array(xp, m), _array(xp, v), (_array(xp, vmax) if self.amsgrad else None)
+            return (_cast_like(out, p0), _cast_like(m, p0), _cast_like(v, p0),
+                    _cast_like(vmax, p0) if self.amsgrad else None)
 
-        gl, treedef = tree_flatten(grads)
-        n = len(gl)
-        vmaxl = tree_leaves(state["max_exp_avg_sq"]) if self.amsgrad else [None] * n
-        out = [one(*a) for a in zip(gl, tree_leaves(params), tree_leaves(state["exp_avg"]),
-                                    tree_leaves(state["exp_avg_sq"]), vmaxl)]
+        out = [one(*a) for a in zip(gl, pl, ml, vl, vmaxl)]
         col = lambda i: tree_unflatten(treedef, [o[i] for o in out])  # noqa: E731
         return col(0), {
             "step": step,
@@ -233,15 +301,22 @@ class Stateful:
 # ------------------------------------------------------------------------------------------------ clipping
 def global_norm(grads: Any, norm_type: float = 2.0) -> Any:
     """The norm of all leaves taken together (a 0-d array): ``norm([norm(g) for g in leaves])`` as torch."""
-    leaves = [g for g in tree_leaves(grads)]
-    if not leaves:
-        raise ValueError("grads: expected at least one array")
+    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real):
+        raise TypeError(f"norm_type: expected a real number, got {type(norm_type).__name__} {norm_type!r}")
+    if not norm_type > 0:  # NaN included
+        raise ValueError(f"norm_type: expected a positive number or inf, got {norm_type}")
+    paths = tree_paths(grads)
+    if not paths:
+        raise ValueError("grads: expected at least one array, got an empty tree")
+    for path, g in paths:
+        check_floating(g, _format_path("grads", path))
+    leaves = [g for _, g in paths]
     xp = _namespace(*leaves)
     if norm_type == math.inf:
-        norms = [xp.max(xp.abs(g)) for g in leaves]
+        # an empty leaf has no max: it contributes 0 (as torch)
+        norms = [xp.max(xp.abs(g)) if math.prod(g.shape) else xp.zeros((), dtype=g.dtype, device=device_of(g))
+                 for g in leaves]
         return _array(xp, xp.max(xp.stack(norms)))
-    if norm_type <= 0:
-        raise ValueError(f"norm_type: expected a positive number or inf, got {norm_type}")
 
     def pnorm(x: Any) -> Any:
         if norm_type == 2.0:
@@ -262,6 +337,8 @@ def clip_grad_norm(grads: Any, max_norm: float, norm_type: float = 2.0, *,
     ``error_if_nonfinite=True`` reads the norm (a device synchronisation) and raises ``RuntimeError`` if it is NaN or
     infinite.
     """
+    _check_number(max_norm, "max_norm")
+    _check_flag(error_if_nonfinite, "error_if_nonfinite")
     total = global_norm(grads, norm_type)
     xp = _namespace(total)
     if error_if_nonfinite and not bool(xp.isfinite(total)):

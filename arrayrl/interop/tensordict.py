@@ -96,21 +96,25 @@ def _numpy():
 def params_to_torch(params: Any, module: Any) -> Any:
     """Copy an arrayrl parameter tree into ``module``'s parameters in place (inverse of :func:`params_from_torch`).
 
-    Names and shapes must match exactly (``KeyError``/``ValueError`` naming the parameter); values are cast to each
-    parameter's dtype and device. Returns ``module``.
+    Names and shapes must match exactly (``KeyError``/``ValueError`` naming the parameter; every name and shape is
+    checked before the first copy, so a failed call leaves ``module`` unchanged); values are cast to each parameter's
+    dtype and device. Returns ``module``.
     """
     import torch
 
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     flat = flatten_params(params)
     named = dict(module.named_parameters())
     missing = sorted(set(named) - set(flat))
     extra = sorted(set(flat) - set(named))
     if missing or extra:
         raise KeyError(f"params: names do not match the module's parameters (missing {missing}, unexpected {extra})")
+    for name, p in named.items():
+        v = flat[name]
+        if tuple(v.shape) != tuple(p.shape):
+            raise ValueError(f"params: {name!r} has shape {tuple(v.shape)}, the module expects {tuple(p.shape)}")
     with torch.no_grad():
         for name, p in named.items():
-            v = flat[name]
-            if tuple(v.shape) != tuple(p.shape):
-                raise ValueError(f"params: {name!r} has shape {tuple(v.shape)}, the module expects {tuple(p.shape)}")
-            p.copy_(to_torch(v, device=p.device, dtype=p.dtype))
+            p.copy_(to_torch(flat[name], device=p.device, dtype=p.dtype))
     return module

@@ -9,6 +9,15 @@ Ensembles: a parameter tree whose leaves carry a leading member axis (``weight: 
 runs as one batched matmul per layer, no Python loop over members. The input is either shared by all members
 (``[*B, in]``, output ``[N, *B, out]``; TorchRL's ``vmap`` with ``in_dims=(None, 0)``) or stacked per member
 (``stacked_input=True``: ``[N, *B, in]``; ``in_dims=(0, 0)``).
+
+Checks (shapes and dtypes only, never data; cheap enough for every call): ``apply`` checks every parameter leaf of
+the tree against the layer's sizes -- presence, no unexpected keys, exact shapes (a ``(1,)`` bias is an error, not a
+broadcast) -- with messages naming the path (``params['2']['bias']: expected shape (64,), got (1,)``), and the
+inputs' feature size. Size arguments accept any integer-like (``operator.index``: ``np.int64`` from
+``action_space.n`` included) and reject bools, floats and negative values by name. ``dtype``/``xp``/``device``
+given at construction are the defaults of :meth:`init` too (``MLP(..., dtype=np.float32).init(g)`` is float32);
+``generator`` may be an arrayrl :class:`~arrayrl.random.Generator` or a NumPy/torch generator to wrap
+(:func:`arrayrl.random.as_generator`).
 """
 
 from __future__ import annotations
@@ -19,9 +28,9 @@ from typing import Any, Callable, Sequence
 from .. import ops
 from .._backend import namespace_of
 from .._checks import check_array, check_floating
-from ..tree import tree_leaves
+from ..random import _index, as_generator
 from .module import Module
-from .params import linear_params, stack
+from .params import _format_path, _shape_str, linear_params, stack
 
 __all__ = [
     "ACTIVATIONS",
@@ -137,16 +146,109 @@ def linear(params: dict, x: Any, xp: Any = None, activation: str | None = None) 
 def _check_features(x: Any, n: int, name: str) -> None:
     check_array(x, name)
     if x.ndim < 1 or x.shape[-1] != n:
-        raise ValueError(f"{name}: expected a last dimension of size {n} (in_features), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: expected a last dimension of size {n} (in_features), got shape {_shape_str(x.shape)}")
 
 
-def _ensemble_size(params: Any, first_weight: Any, what: str) -> int | None:
+def _sizes(value: Any, name: str, minimum: int = 0) -> tuple:
+    """An integer-like or a sequence of integer-likes as a tuple of ints (``name[i]`` named in errors)."""
+    try:
+        return (_index(value, name, minimum),)
+    except TypeError:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name}: expected an integer or a sequence of integers, got {type(value).__name__} "
+                            f"{value!r}") from None
+    return tuple(_index(v, f"{name}[{i}]", minimum) for i, v in enumerate(value))
+
+
+def _is_integer(value: Any) -> bool:
+    """True for an integer-like that is not a bool (``int``, ``np.int64``...)."""
+    try:
+        _index(value, "value", minimum=-(2**63))
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _shape_of(x: Any, where: str) -> tuple:
+    """``x.shape`` as a tuple; ``TypeError`` naming ``where`` for a leaf that is not an array."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        raise TypeError(f"{where}: expected an array, got {type(x).__name__}")
+    return tuple(shape)
+
+
+def _check_keys(tree: Any, expected: Sequence[str], where: str, what: str) -> None:
+    """``tree`` is a dict with exactly the keys ``expected`` (``KeyError`` for a missing one, ``ValueError`` for an
+    unexpected one, ``TypeError`` for a non-dict)."""
+    if not isinstance(tree, dict):
+        raise TypeError(f"{where}: expected a dict with keys {list(expected)} ({what}), got {type(tree).__name__}")
+    if len(tree) == len(expected) and all(k in tree for k in expected):
+        return
+    missing = [k for k in expected if k not in tree]
+    if missing:
+        raise KeyError(f"{where}: missing {missing} ({what}); keys present: {list(tree)}")
+    raise ValueError(f"{where}: unexpected keys {[k for k in tree if k not in expected]} ({what} has {list(expected)})")
+
+
+_WEIGHT_BIAS, _WEIGHT = ("weight", "bias"), ("weight",)
+
+
+def _check_linear(layer: Any, where: str, n_in: int, n_out: int, bias: bool, lead: tuple) -> None:
+    """One linear layer's leaves: exactly ``weight [*lead, out, in]`` and, if ``bias``, ``bias [*lead, out]``.
+
+    The fast path (a correct layer) is a few dict lookups and two shape comparisons; the messages are built only
+    when something is wrong."""
+    wshape, bshape = lead + (n_out, n_in), (lead + (n_out,) if bias else None)
+    try:
+        if (type(layer) is dict and len(layer) == 1 + bias and layer["weight"].shape == wshape
+                and (not bias or layer["bias"].shape == bshape)):
+            return
+    except (KeyError, AttributeError):
+        pass
+    _check_keys(layer, _WEIGHT_BIAS if bias else _WEIGHT, where, f"a linear layer {n_in} -> {n_out}, bias={bias}")
+    for key, want in (("weight", wshape), ("bias", bshape)):
+        if want is not None:
+            got = _shape_of(layer[key], f"{where}[{key!r}]")
+            if got != want:
+                raise ValueError(f"{where}[{key!r}]: expected shape {_shape_str(want)}, got {_shape_str(got)}")
+
+
+def _ensemble_size(first_weight: Any, where: str) -> int | None:
     """``None`` for a plain tree (2-D weights), ``N`` for an ensemble (3-D weights, leading axis ``N``)."""
-    if first_weight.ndim == 2:
+    shape = _shape_of(first_weight, where)
+    if len(shape) == 2:
         return None
-    if first_weight.ndim == 3:
-        return int(first_weight.shape[0])
-    raise ValueError(f"params: {what} weight must be [out, in] or [N, out, in] (ensemble), got {tuple(first_weight.shape)}")
+    if len(shape) == 3:
+        return int(shape[0])
+    raise ValueError(f"{where}: expected shape (out, in) or (N, out, in) (an ensemble), got {_shape_str(shape)}")
+
+
+class _Layer(Module):
+    """A module whose constructor arguments ``xp``/``dtype``/``device`` are also the defaults of :meth:`init`, and
+    whose generators go through :func:`arrayrl.random.as_generator` (NumPy/torch generators wrapped)."""
+
+    _init_xp: Any = None
+    _init_dtype: Any = None
+    _init_device: Any = None
+
+    def _build_params(self, generator: Any, xp: Any, dtype: Any, device: Any, params: Any = None) -> None:
+        """Remember the construction's defaults; draw the default :attr:`params` (unless ``params`` is given)."""
+        self._init_xp, self._init_dtype, self._init_device = xp, dtype, device
+        if params is None:
+            self._default_params(generator, xp, dtype, device)
+        else:
+            self.params = params
+
+    def init(self, generator: Any = None, *, xp: Any = None, dtype: Any = None, device: Any = None) -> Any:
+        """A fresh parameter tree (see :meth:`Module.init`). ``dtype`` defaults to the one given at construction;
+        without a generator, ``xp`` and ``device`` do too (a given generator decides the namespace and device)."""
+        if generator is None:
+            xp = self._init_xp if xp is None else xp
+            device = self._init_device if device is None else device
+        else:
+            generator = as_generator(generator, "generator")
+        dtype = self._init_dtype if dtype is None else dtype
+        return super().init(generator, xp=xp, dtype=dtype, device=device)
 
 
 def _flatten_batch(x: Any, xp: Any, n_members: int | None, stacked_input: bool, in_features: int) -> tuple:
@@ -172,11 +274,11 @@ def _restore_batch(y: Any, xp: Any, n_members: int | None, batch: tuple, out_sha
     return namespace_of(y).reshape(y, shape)
 
 
-class Linear(Module):
+class Linear(_Layer):
     """A dense layer ``y = x @ weight.T + bias`` with torch's layout and default init.
 
     Args:
-        in_features, out_features: sizes.
+        in_features, out_features: sizes (integer-likes ``>= 0``).
         bias: add a bias (default ``True``).
         generator, xp, dtype, device: how the default :attr:`params` are drawn (see :meth:`Module.init`).
 
@@ -185,21 +287,45 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, generator: Any = None,
                  xp: Any = None, dtype: Any = None, device: Any = None):
-        self.in_features, self.out_features, self.bias = int(in_features), int(out_features), bool(bias)
-        self._default_params(generator, xp, dtype, device)
+        self.in_features, self.out_features = _index(in_features, "in_features"), _index(out_features, "out_features")
+        self.bias = bool(bias)
+        self._build_params(generator, xp, dtype, device)
 
     def _init(self, generator: Any, dtype: Any) -> dict:
         return linear_params(generator, self.in_features, self.out_features, bias=self.bias, dtype=dtype)
 
+    def _check_params(self, params: Any, lead: tuple) -> None:
+        _check_linear(params, "params", self.in_features, self.out_features, self.bias, lead)
+
+    def _first_weight(self, params: Any) -> tuple[Any, str]:
+        """The weight that tells a plain tree from an ensemble, with its path (the tree's keys checked)."""
+        if type(params) is not dict or "weight" not in params:
+            _check_keys(params, _WEIGHT_BIAS if self.bias else _WEIGHT, "params", repr(self))
+        return params["weight"], "params['weight']"
+
     def apply(self, params: dict, x: Any, *, stacked_input: bool = False) -> Any:
+        n = _ensemble_size(*self._first_weight(params))
+        self._check_params(params, () if n is None else (n,))
+        return self._forward(params, (x,), stacked_input, n)
+
+    def _forward(self, params: dict, inputs: tuple, stacked_input: bool, n: int | None) -> Any:
+        """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""
+        (x,) = inputs
+        check_floating(x, "input")
         _check_features(x, self.in_features, "input")
-        n = _ensemble_size(params, params["weight"], "Linear")
+        _check_stacked(stacked_input, n)
         xp = namespace_of(x, params["weight"], params.get("bias"))
         x2, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
         return _restore_batch(linear(params, x2, xp), xp, n, batch, (self.out_features,))
 
     def __repr__(self) -> str:
         return f"Linear(in_features={self.in_features}, out_features={self.out_features}, bias={self.bias})"
+
+
+def _check_stacked(stacked_input: bool, n: int | None) -> None:
+    if stacked_input and n is None:
+        raise ValueError("stacked_input: True needs ensemble parameters (a leading member axis on every leaf), "
+                         "got a plain parameter tree")
 
 
 # ------------------------------------------------------------------------------------------------ MLP
@@ -214,7 +340,7 @@ def _kwargs_list(kwargs: dict | Sequence[dict] | None, n: int, name: str) -> lis
     return [dict(k) for k in kwargs]
 
 
-class MLP(Module):
+class MLP(_Layer):
     """A multi-layer perceptron with the arguments and layer layout of ``torchrl.modules.MLP``.
 
     ``depth + 1`` linear layers ``in_features -> num_cells[0] -> ... -> num_cells[-1] -> out_features``, each
@@ -259,19 +385,20 @@ class MLP(Module):
             raise ValueError("in_features: required (arrayrl has no lazy layers)")
         if out_features is None:
             raise ValueError("out_features: must be specified for MLP")
+        depth = None if depth is None else _index(depth, "depth")
         if num_cells is None:
             num_cells = [] if depth is None else [32] * depth
-            depth = 0 if depth is None else depth
-        if isinstance(num_cells, int):
+        elif _is_integer(num_cells):
             if depth is None:
                 raise ValueError("num_cells: an integer num_cells needs depth= too")
-            num_cells = [num_cells] * depth
-        num_cells = [int(c) for c in num_cells]
+            num_cells = [_index(num_cells, "num_cells")] * depth
+        else:
+            num_cells = list(_sizes(num_cells, "num_cells"))
         if depth is not None and len(num_cells) != depth:
             raise ValueError(f"depth: {depth} conflicts with num_cells of length {len(num_cells)}")
-        self.in_features = int(in_features)
-        self.out_features = out_features
-        self._out_shape = (int(out_features),) if isinstance(out_features, int) else tuple(int(s) for s in out_features)
+        self.in_features = _index(in_features, "in_features")
+        self._out_shape = _sizes(out_features, "out_features")
+        self.out_features = self._out_shape[0] if _is_integer(out_features) else self._out_shape
         self.num_cells = num_cells
         self.depth = len(num_cells)
         self.bias_last_layer = bool(bias_last_layer)
@@ -291,43 +418,45 @@ class MLP(Module):
             activated = (not last) or self.activate_last_layer
             self.layers.append((str(index), a, b, self.bias_last_layer if last else True, activated))
             index += 2 if activated else 1
-        self._default_params(generator, xp, dtype, device)
+        self._keys = tuple(key for key, *_ in self.layers)
+        self._keyset = frozenset(self._keys)
+        self._wheres = tuple(_format_path("params", (key,)) for key in self._keys)  # error-message paths
+        self._build_params(generator, xp, dtype, device)
 
     def _init(self, generator: Any, dtype: Any) -> dict:
         return {key: linear_params(generator, a, b, bias=bias, dtype=dtype) for key, a, b, bias, _ in self.layers}
 
+    def _first_weight(self, params: Any) -> tuple[Any, str]:
+        """The weight that tells a plain tree from an ensemble, with its path (the tree's keys checked)."""
+        if type(params) is not dict or params.keys() != self._keyset:
+            _check_keys(params, self._keys, "params", f"the layers of {self!r}")
+        first = params[self._keys[0]]
+        if type(first) is not dict or "weight" not in first:
+            _, n_in, n_out, bias, _ = self.layers[0]
+            _check_linear(first, self._wheres[0], n_in, n_out, bias, ())  # raises the key error
+        return first["weight"], self._wheres[0] + "['weight']"
+
+    def _check_params(self, params: Any, lead: tuple) -> None:
+        for (key, n_in, n_out, bias, _), where in zip(self.layers, self._wheres):
+            _check_linear(params[key], where, n_in, n_out, bias, lead)
+
     def apply(self, params: dict, *inputs: Any, stacked_input: bool = False) -> Any:
         """Forward pass. ``params`` may be an ensemble tree (leading axis ``N`` on every leaf); ``stacked_input``
-        says whether the inputs carry that axis too."""
-        if not inputs:
-            raise TypeError("MLP.apply: expected at least one input array")
-        first_key = self.layers[0][0]
-        if first_key not in params:
-            raise KeyError(f"params: missing layer {first_key!r}; keys present: {list(params)}")
-        n = _ensemble_size(params, params[first_key]["weight"], f"layer {first_key!r}")
-        xp = None  # only needed to concatenate or reshape; the layers take the namespace of their arrays
-        if len(inputs) > 1:
-            xp = namespace_of(*inputs, *[v for key, *_ in self.layers for v in params.get(key, {}).values()])
-            ref = tuple(inputs[0].shape[:-1])
-            for i, a in enumerate(inputs[1:], start=1):
-                check_array(a, f"inputs[{i}]")
-                if tuple(a.shape[:-1]) != ref:
-                    raise ValueError(
-                        f"inputs[{i}]: expected leading shape {ref} (that of inputs[0]) to concatenate, got {tuple(a.shape)}"
-                    )
-            x = xp.concat(list(inputs), axis=-1)
-        else:
-            x = inputs[0]
-        check_floating(x, "input")
-        _check_features(x, self.in_features, "input")
-        if xp is None and x.ndim != (3 if n is not None and stacked_input else 2):
-            xp = namespace_of(x)
+        says whether the inputs carry that axis too. Several inputs are concatenated along the last axis."""
+        n = _ensemble_size(*self._first_weight(params))
+        self._check_params(params, () if n is None else (n,))
+        return self._forward(params, inputs, stacked_input, n)
+
+    def _forward(self, params: dict, inputs: tuple, stacked_input: bool, n: int | None) -> Any:
+        """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""
+        x = self._concat_inputs(inputs, params)
+        _check_stacked(stacked_input, n)
+        # the namespace is only needed to reshape; the layers take the namespace of their arrays
+        xp = namespace_of(x) if x.ndim != (3 if n is not None and stacked_input else 2) else None
         h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
         j = 0
         for key, _, _, _, activated in self.layers:
-            layer = params.get(key)
-            if layer is None:
-                raise KeyError(f"params: missing layer {key!r}; keys present: {list(params)}")
+            layer = params[key]
             if activated:
                 fused = self._fused[j]
                 h = ops.linear(h, layer["weight"], layer.get("bias"), fused)
@@ -337,6 +466,34 @@ class MLP(Module):
             else:
                 h = ops.linear(h, layer["weight"], layer.get("bias"))
         return _restore_batch(h, xp, n, batch, self._out_shape)
+
+    def _concat_inputs(self, inputs: tuple, params: dict) -> Any:
+        """The one input, or the inputs concatenated along the last axis (checked: floating, same leading shape,
+        last dimensions summing to ``in_features``)."""
+        if not inputs:
+            raise TypeError("MLP.apply: expected at least one input array")
+        if len(inputs) == 1:
+            x = inputs[0]
+            check_floating(x, "input")
+            _check_features(x, self.in_features, "input")
+            return x
+        for i, a in enumerate(inputs):
+            check_floating(a, f"inputs[{i}]")
+            if a.ndim < 1:
+                raise ValueError(f"inputs[{i}]: expected at least 1 dimension (features last), got shape ()")
+        ref = tuple(inputs[0].shape[:-1])
+        for i, a in enumerate(inputs[1:], start=1):
+            if tuple(a.shape[:-1]) != ref:
+                raise ValueError(
+                    f"inputs[{i}]: expected leading shape {_shape_str(ref)} (that of inputs[0]) to concatenate, got "
+                    f"{_shape_str(a.shape)}"
+                )
+        widths = tuple(int(a.shape[-1]) for a in inputs)
+        if sum(widths) != self.in_features:
+            raise ValueError(f"inputs: the last dimensions {widths} of the {len(inputs)} inputs sum to {sum(widths)}, "
+                             f"expected in_features={self.in_features}")
+        xp = namespace_of(*inputs, *[v for key in self._keys for v in params[key].values()])
+        return xp.concat(list(inputs), axis=-1)
 
     def __repr__(self) -> str:
         act = self.activation_class if isinstance(self.activation_class, str) else getattr(
@@ -348,12 +505,13 @@ class MLP(Module):
         )
 
 
-class Ensemble(Module):
+class Ensemble(_Layer):
     """``num_members`` independent parameter sets of ``module`` stacked on a leading axis, run in one batched pass.
 
     ``params`` leaves are ``[N, ...]``; ``apply(params, x)`` returns ``[N, *B, out]`` for a shared ``x [*B, in]``
     and for ``x [N, *B, in]`` with ``stacked_input=True``. Works for :class:`Linear` and :class:`MLP` (their
-    ``apply`` batches over the leading weight axis). Members are drawn one after the other from the generator.
+    ``apply`` batches over the leading weight axis). Members are drawn one after the other from the generator;
+    ``xp``/``dtype``/``device`` default to those ``module`` was built with.
 
     Use :meth:`from_params` to stack existing trees (e.g. copied from TorchRL's ``qvalue_network_params``).
     """
@@ -362,13 +520,13 @@ class Ensemble(Module):
                  dtype: Any = None, device: Any = None, params: Any = None):
         if not isinstance(module, (Linear, MLP)):
             raise TypeError(f"module: Ensemble supports Linear and MLP, got {type(module).__name__}")
-        if num_members < 1:
-            raise ValueError(f"num_members: expected >= 1, got {num_members}")
-        self.module, self.num_members = module, int(num_members)
-        if params is None:
-            self._default_params(generator, xp, dtype, device)
-        else:
-            self.params = params
+        self.module, self.num_members = module, _index(num_members, "num_members", minimum=1)
+        xp = module._init_xp if xp is None else xp
+        dtype = module._init_dtype if dtype is None else dtype
+        device = module._init_device if device is None else device
+        if params is not None:
+            self._check_members(params)
+        self._build_params(generator, xp, dtype, device, params)
 
     @classmethod
     def from_params(cls, module: Module, trees: Sequence[Any]) -> "Ensemble":
@@ -379,12 +537,17 @@ class Ensemble(Module):
         return stack([self.module._init(generator, dtype) for _ in range(self.num_members)])
 
     def apply(self, params: Any, *inputs: Any, stacked_input: bool = False) -> Any:
-        for leaf in tree_leaves(params):
-            if leaf.ndim < 1 or leaf.shape[0] != self.num_members:
-                raise ValueError(
-                    f"params: expected a leading ensemble axis of size {self.num_members}, got a leaf of shape {tuple(leaf.shape)}"
-                )
-        return self.module.apply(params, *inputs, stacked_input=stacked_input)
+        """``module.apply`` on the stacked tree, whose every leaf must carry the leading axis ``num_members``."""
+        self._check_members(params)
+        return self.module._forward(params, inputs, stacked_input, self.num_members)
+
+    def _check_members(self, params: Any) -> None:
+        """Every leaf is ``[num_members, *member_shape]`` (a plain tree or another ensemble size is an error)."""
+        weight, where = self.module._first_weight(params)
+        if _ensemble_size(weight, where) != self.num_members:
+            raise ValueError(f"{where}: expected a leading ensemble axis of size {self.num_members}, got shape "
+                             f"{_shape_str(weight.shape)}")
+        self.module._check_params(params, (self.num_members,))
 
     def __repr__(self) -> str:
         return f"Ensemble({self.module!r}, num_members={self.num_members})"

@@ -15,6 +15,10 @@ value ``[*B, n_agents, 1]`` (the agent dimension is the **penultimate** one) and
   The absolute values make ``Q_tot`` monotone in every ``Q_i``. Parameters use torch's ``state_dict`` layout
   (``{"hyper_w_1": {"weight": [n*E, S], "bias": [n*E]}, ..., "V": {"0": {...}, "2": {...}}}``), so
   :func:`arrayrl.interop.params_from_torch` copies a TorchRL ``QMixer`` 1:1.
+
+Sizes (``n_agents``, ``mixing_embed_dim``, the entries of ``state_shape``) accept any integer-like ``>= 1``
+(``np.int64`` included); bools and floats are rejected by name. :meth:`QMixer.apply` checks every parameter leaf's
+presence and exact shape (``params['V']['2']['bias']: expected shape (1,), got ...``) before mixing.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from typing import Any, Sequence
 
 from .._backend import namespace_of
 from .._checks import check_array, check_floating
-from .module import Module
+from ..random import _index
 from ..tree import tree_leaves
+from .layers import _check_keys, _check_linear, _Layer, _sizes
 from .layers import linear as _linear
-from .params import linear_params
+from .params import _format_path, linear_params
 
 __all__ = ["Mixer", "VDNMixer", "QMixer"]
 
@@ -36,7 +41,7 @@ def _shape_str(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-class Mixer(Module):
+class Mixer(_Layer):
     """Base mixer: checks ``chosen_action_value [*B, n_agents, 1]`` (and the state), calls :meth:`mix`, checks the
     output ``[*B, 1]``.
 
@@ -48,11 +53,9 @@ class Mixer(Module):
     """
 
     def __init__(self, n_agents: int, needs_state: bool, state_shape: Sequence[int], device: Any = None):
-        if int(n_agents) < 1:
-            raise ValueError(f"n_agents: expected a positive integer, got {n_agents}")
-        self.n_agents = int(n_agents)
+        self.n_agents = _index(n_agents, "n_agents", minimum=1)
         self.needs_state = bool(needs_state)
-        self.state_shape = tuple(int(s) for s in state_shape)
+        self.state_shape = _sizes(state_shape, "state_shape", minimum=1) if needs_state else ()
         self.device = device
 
     def apply(self, params: Any, chosen_action_value: Any, state: Any = None) -> Any:
@@ -123,24 +126,32 @@ class QMixer(Mixer):
         xp: Any = None,
         dtype: Any = None,
     ):
-        state_shape = (int(state_shape),) if isinstance(state_shape, int) else tuple(state_shape)
         super().__init__(n_agents=n_agents, needs_state=True, state_shape=state_shape, device=device)
-        self.embed_dim = int(mixing_embed_dim)
+        self.embed_dim = _index(mixing_embed_dim, "mixing_embed_dim", minimum=1)
         self.state_dim = int(math.prod(self.state_shape))
-        self._default_params(generator, xp, dtype, device)
+        S, E, n = self.state_dim, self.embed_dim, self.n_agents
+        # (path, in, out) of every linear layer, all with a bias, in torch's construction order
+        self._linears = ((("hyper_w_1",), S, E * n), (("hyper_w_final",), S, E), (("hyper_b_1",), S, E),
+                         (("V", "0"), S, E), (("V", "2"), E, 1))
+        self._build_params(generator, xp, dtype, device)
 
     def _init(self, generator: Any, dtype: Any) -> dict:
-        S, E, n = self.state_dim, self.embed_dim, self.n_agents
         # torch's construction order: hyper_w_1, hyper_w_final, hyper_b_1, V.0, V.2
-        w1 = linear_params(generator, S, E * n, dtype=dtype)
-        wf = linear_params(generator, S, E, dtype=dtype)
-        b1 = linear_params(generator, S, E, dtype=dtype)
-        v0 = linear_params(generator, S, E, dtype=dtype)
-        v2 = linear_params(generator, E, 1, dtype=dtype)
+        w1, wf, b1, v0, v2 = (linear_params(generator, a, b, dtype=dtype) for _, a, b in self._linears)
         return {"hyper_w_1": w1, "hyper_w_final": wf, "hyper_b_1": b1, "V": {"0": v0, "2": v2}}
+
+    def _check_params(self, params: Any) -> None:
+        """Every linear layer of the tree present with its exact shapes (no unexpected keys)."""
+        _check_keys(params, ("hyper_w_1", "hyper_w_final", "hyper_b_1", "V"), "params", "the layers of QMixer")
+        _check_keys(params["V"], ("0", "2"), "params['V']", "QMixer's state-value network")
+        for path, n_in, n_out in self._linears:
+            layer = params[path[0]] if len(path) == 1 else params[path[0]][path[1]]
+            _check_linear(layer, _format_path("params", path), n_in, n_out, True, ())
 
     def mix(self, params: Any, chosen_action_value: Any, state: Any) -> Any:
         from .. import ops
+
+        self._check_params(params)
 
         xp = namespace_of(chosen_action_value, state, *tree_leaves(params))
         n, E = self.n_agents, self.embed_dim

@@ -21,6 +21,7 @@ import math
 from typing import Any, Callable
 
 from .._backend import device_of, is_taped, namespace_of
+from ..random import _index, as_generator
 from ..tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
 __all__ = [
@@ -75,6 +76,69 @@ def _path_name(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
+def _format_path(name: str, path: tuple) -> str:
+    """``("2", "bias")`` under ``"params"`` -> ``"params['2']['bias']"`` (Python indexing syntax)."""
+    return name + "".join(f"[{k!r}]" for k in path)
+
+
+def _shape_str(shape: Any) -> str:
+    shape = tuple(int(s) for s in shape)
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _explain_difference(tree: Any, ref: Any, name: str, ref_name: str, path: tuple = ()) -> None:
+    """Raise ``ValueError`` describing the first place (depth first) where ``tree`` differs from ``ref`` in
+    structure or leaf shape. Returns normally when they agree."""
+    where, ref_where = _format_path(name, path), _format_path(ref_name, path)
+    kinds = ((dict, "a dict"), (list, "a list"), (tuple, "a tuple"), (type(None), "None"))
+    for cls, what in kinds:
+        if isinstance(ref, cls) != isinstance(tree, cls):
+            got = next((w for c, w in kinds if isinstance(tree, c)), f"a leaf of type {type(tree).__name__}")
+            want = what if isinstance(ref, cls) else "a leaf (array)"
+            raise ValueError(f"{where}: expected {want} (as {ref_where}), got {got}")
+    if isinstance(ref, dict):
+        if list(tree) != list(ref):
+            missing = [k for k in ref if k not in tree]
+            extra = [k for k in tree if k not in ref]
+            detail = f"missing {missing}, unexpected {extra}" if missing or extra else f"order {list(tree)}"
+            raise ValueError(f"{where}: expected the keys {list(ref)} of {ref_where}, got {detail}")
+        for k in ref:
+            _explain_difference(tree[k], ref[k], name, ref_name, path + (k,))
+    elif isinstance(ref, (list, tuple)):
+        if len(tree) != len(ref):
+            raise ValueError(f"{where}: expected {len(ref)} entries (as {ref_where}), got {len(tree)}")
+        for i, (t, r) in enumerate(zip(tree, ref)):
+            _explain_difference(t, r, name, ref_name, path + (i,))
+    elif ref is not None:
+        shape = getattr(tree, "shape", None)
+        if shape is None:
+            raise ValueError(f"{where}: expected an array (as {ref_where}), got {type(tree).__name__}")
+        if tuple(shape) != tuple(ref.shape):
+            raise ValueError(
+                f"{where}: expected shape {_shape_str(ref.shape)} (that of {ref_where}), got {_shape_str(shape)}"
+            )
+
+
+def _leaves_like(tree: Any, ref: Any, name: str, ref_name: str, ref_flat: tuple | None = None) -> list:
+    """The leaves of ``tree``, checked to have the structure (keys in the same order) and leaf shapes of ``ref``.
+
+    ``ValueError`` names the path of the first difference (``"grads['layer']['bias']: expected shape (4,) (that of
+    params['layer']['bias']), got (1,)"``). Shapes only, never data. ``ref_flat`` is ``tree_flatten(ref)`` when the
+    caller already has it. The fast path (trees agree) is one flatten, one structure comparison and one shape
+    comparison per leaf.
+    """
+    leaves, treedef = tree_flatten(tree)
+    ref_leaves, ref_def = ref_flat if ref_flat is not None else tree_flatten(ref)
+    if treedef == ref_def:
+        try:
+            if all(tuple(a.shape) == tuple(b.shape) for a, b in zip(leaves, ref_leaves)):
+                return leaves
+        except AttributeError:  # a leaf that is not an array: described below
+            pass
+    _explain_difference(tree, ref, name, ref_name)
+    raise ValueError(f"{name}: expected the structure of {ref_name} {ref_def!r}, got {treedef!r}")  # pragma: no cover
+
+
 def flatten_params(tree: Any) -> dict[str, Any]:
     """``{"0": {"weight": W}}`` -> ``{"0.weight": W}`` (torch ``state_dict`` naming)."""
     return {_path_name(p): leaf for p, leaf in tree_paths(tree)}
@@ -121,12 +185,19 @@ def copy_params(tree: Any) -> Any:
 
 
 def cast_params(tree: Any, dtype: Any) -> Any:
-    """Floating leaves cast to ``dtype`` (integer/bool leaves are kept)."""
+    """Floating leaves cast to the floating ``dtype`` (integer/bool leaves are kept); ``TypeError`` for a
+    non-floating ``dtype`` (which would silently truncate the parameters)."""
 
     def _cast(x: Any) -> Any:
         xp = namespace_of(x)
         base = getattr(xp, "_arrayrl_base", xp)
         if base.isdtype(x.dtype, "real floating") and x.dtype != dtype:
+            try:
+                floating = base.isdtype(dtype, "real floating")
+            except (TypeError, ValueError):
+                floating = False
+            if not floating:
+                raise TypeError(f"dtype: expected a real floating dtype of the parameters' namespace, got {dtype!r}")
             return xp.astype(x, dtype)
         return x
 
@@ -144,12 +215,7 @@ def to_device(tree: Any, device: Any) -> Any:
 
 
 def _check_pair(target: Any, source: Any) -> None:
-    check_same_structure(target, source, names=("target", "source"))
-    for (path, t), s in zip(tree_paths(target), tree_leaves(source)):
-        if tuple(t.shape) != tuple(s.shape):
-            raise ValueError(
-                f"source: parameter {_path_name(path)!r} has shape {tuple(s.shape)}, target has {tuple(t.shape)}"
-            )
+    _leaves_like(source, target, "source", "target")
 
 
 def soft_update(target: Any, source: Any, tau: float) -> Any:
@@ -181,7 +247,10 @@ def stack(trees: list) -> Any:
     """Stack same-structured trees into one ensemble tree (every leaf gets a new leading member axis ``[N, ...]``)."""
     if not trees:
         raise ValueError("trees: expected at least one parameter tree, got none")
-    check_same_structure(*trees, names=tuple(f"trees[{i}]" for i in range(len(trees))))
+    if not isinstance(trees, (list, tuple)):
+        raise TypeError(f"trees: expected a list of parameter trees, got {type(trees).__name__}")
+    for i, t in enumerate(trees[1:], start=1):
+        _leaves_like(t, trees[0], f"trees[{i}]", "trees[0]")
 
     def _stack(*xs: Any) -> Any:
         xp = namespace_of(*xs)
@@ -209,15 +278,19 @@ def uniform_fan_in(generator: Any, shape: tuple, fan_in: int, dtype: Any = None)
     ``fan_in == 0`` gives zeros' bound 0 (torch leaves the bias at its uninitialised value in that case; arrayrl
     returns zeros).
     """
+    fan_in = _index(fan_in, "fan_in")
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    return generator.uniform(shape, -bound, bound, dtype)
+    return as_generator(generator).uniform(shape, -bound, bound, dtype)
 
 
 def linear_params(
     generator: Any, in_features: int, out_features: int, *, bias: bool = True, dtype: Any = None
 ) -> dict:
     """Parameters of one linear layer, torch layout: ``{"weight": [out, in], "bias": [out]}`` (``bias`` omitted if
-    ``bias=False``), both ``U(-1/sqrt(in), 1/sqrt(in))`` as ``torch.nn.Linear``."""
+    ``bias=False``), both ``U(-1/sqrt(in), 1/sqrt(in))`` as ``torch.nn.Linear``. Sizes are integer-likes ``>= 0``;
+    ``generator`` goes through :func:`arrayrl.random.as_generator`."""
+    in_features, out_features = _index(in_features, "in_features"), _index(out_features, "out_features")
+    generator = as_generator(generator)
     p = {"weight": uniform_fan_in(generator, (out_features, in_features), in_features, dtype)}
     if bias:
         p["bias"] = uniform_fan_in(generator, (out_features,), in_features, dtype)

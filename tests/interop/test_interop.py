@@ -36,7 +36,8 @@ def test_numpy_torch_roundtrip_shares_memory_unless_copied():
     assert from_torch(t, copy=True) is not back
     ro = np.arange(3.0)
     ro.flags.writeable = False
-    assert to_torch(ro).tolist() == [0.0, 1.0, 2.0]  # read-only arrays are copied
+    tro = to_torch(ro)
+    assert tro.tolist() == [0.0, 1.0, 2.0] and not np.shares_memory(tro.numpy(), ro)  # read-only: copied
     with pytest.raises(TypeError, match="t:"):
         from_torch(a)
 
