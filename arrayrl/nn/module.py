@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._backend import backend_name, default_float_dtype
-from ..random import Generator
+from ..random import Generator, as_generator
 
 __all__ = ["Module", "ParamSlot", "resolve_generator"]
 
@@ -39,6 +39,7 @@ def resolve_generator(generator: Any = None, xp: Any = None, device: Any = None)
     """
     if generator is None:
         return Generator(0, xp=xp, device=device)
+    generator = as_generator(generator, "generator")
     gxp = getattr(generator, "xp", None)
     if xp is not None and gxp is not None:
         want = backend_name(getattr(xp, "_arrayrl_base", xp))
