@@ -32,6 +32,8 @@ from typing import Any
 from . import _kernels
 from ._scan import reverse_discounted_scan_raw
 from .autodiff.core import defvjp, defvjp_joint, primitive, sum_to_shape
+from .autodiff.tuning import _ND, blas_call
+from .autodiff.tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = [
     "logsumexp",
@@ -188,25 +190,37 @@ def _linear_vjp(xp, g, ans, needs, x, weight, bias, activation):
         g = g * (1.0 - ans * ans)
     gx = gw = gb = None
     if 0 in needs:
-        gx = xp.matmul(g, weight)
+        gx = _mm(xp, g, weight)
         if gx.ndim != x.ndim:  # an input shared by the members of an ensemble: summed over them
             gx = sum_to_shape(xp, gx, tuple(x.shape))
     if weight.ndim == 2:  # x [*B, in], g [*B, out]: flatten the batch
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, weight.shape[0]))
         if 1 in needs:
             x2 = x if x.ndim == 2 else xp.reshape(x, (-1, weight.shape[1]))
-            gw = xp.matmul(g2.mT, x2)
+            gw = _mm(xp, g2.mT, x2)
         if 2 in needs:
-            gb = xp.matmul(_ones_rows(xp, g2), g2)  # BLAS row sum (NumPy's float32 sum over axis 0 is ~10x slower)
+            gb = _mm(xp, _ones_rows(xp, g2), g2)  # BLAS row sum (NumPy's float32 sum over axis 0 is ~10x slower)
     else:  # ensemble: weight [N, out, in], x [M, in] or [N, M, in], g [N, M, out]
         if 1 in needs:
-            gw = xp.matmul(g.mT, x)
+            gw = _mm(xp, g.mT, x)
         if 2 in needs:
-            gb = xp.matmul(_ones_rows(xp, g), g)
+            gb = _mm(xp, _ones_rows(xp, g), g)
     return gx, gw, gb
 
 
-_linear = primitive(_kernels.linear, name="linear")
+def _linear_raw(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
+    """:func:`arrayrl._kernels.linear` with NumPy products under the BLAS thread policy (work per matrix:
+    rows x in x out)."""
+    if type(x) is _ND and type(weight) is _ND:
+        if weight.ndim == 3 and x.ndim == 3:  # one product per ensemble member
+            rows = x.shape[-2]
+        else:
+            rows = x.size // x.shape[-1] if x.shape[-1] else 0
+        return blas_call(rows * weight.shape[-1] * weight.shape[-2], _kernels.linear, x, weight, bias, activation)
+    return _kernels.linear(x, weight, bias, activation)
+
+
+_linear = primitive(_linear_raw, name="linear")
 defvjp_joint(_linear, _linear_vjp)
 
 

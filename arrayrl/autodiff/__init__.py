@@ -20,21 +20,23 @@ Pieces (see each module):
 * :mod:`.namespace`: the taped namespace returned by ``Tensor.__array_namespace__``.
 * :mod:`.api`: :func:`value_and_grad`, :func:`grad`, :func:`vjp`, :func:`stop_gradient`.
 * :mod:`.check`: :func:`check_grads` (random covector against central finite differences).
-* :mod:`.tuning`: the opt-in process policy for large CPU batches (below). Nothing in arrayrl changes global
-  process state on import.
+* :mod:`.tuning`: the BLAS thread policy (on by default, below) and the opt-in allocator tuning. Nothing in
+  arrayrl changes global process state on import.
 
-CPU policy for large batches (NumPy backend; measured in benchmarks/results/tape-cpu.md):
+CPU policy (NumPy backend; measured in :mod:`.tuning` and benchmarks/results/tape-cpu.md):
 
+* BLAS threads, automatic: NumPy's OpenBLAS spins up all cores for matrices as small as 256 x 64 x 64, and its
+  busy-waiting threads collapse when the cores are shared (other processes, a torch data loader...). Every NumPy
+  product arrayrl issues (``ops.linear`` and its VJP, ``xp.matmul``/``@`` on Tensors, the matmul VJPs, the BLAS row
+  sums) therefore runs single-threaded when it has fewer than :data:`~.tuning.SERIAL_BELOW` multiply-adds per
+  matrix, and the caller's thread count is restored after it. ``set_blas_policy("off")`` (or
+  ``ARRAYRL_BLAS_POLICY=off``) disables this; :func:`set_blas_threads` (or the :func:`blas_threads` context manager)
+  still sets the process-wide count;
 * the tape allocates a fresh temporary per op and per cotangent. glibc serves blocks above its mmap threshold with
   ``mmap`` and unmaps them on free, so every call page-faults its temporaries back in (a 4096 x 64 float32
   activation is 1 MiB = 256 faults), and trims the heap top likewise. :func:`tune_allocator` raises both thresholds
-  (``mallopt``) so the blocks are reused; at batch 4096 it cuts the DQN/IQL/QMixer losses' time 2-2.5x;
-* NumPy's OpenBLAS spins up all cores for matrices as small as 4096 x 64 x 64, and its busy-waiting threads collapse
-  when the cores are shared (other processes, a torch data loader...). :func:`set_blas_threads` ``(1)`` (or the
-  :func:`blas_threads` context manager) keeps the BLAS serial;
-* recommended for training loops on CPU with NumPy: call ``tune_allocator()`` and ``set_blas_threads(1)`` once at
-  start-up (keep the default BLAS threads only on an idle machine with large layers; see :mod:`.tuning`). Both are
-  process-wide, explicit and documented; arrayrl never calls them itself.
+  (``mallopt``) so the blocks are reused; at batch 4096 it cuts the DQN/IQL/QMixer losses' time 2-2.5x. It is
+  process-wide and explicit: call it once at start-up of a CPU training loop (arrayrl never calls it itself).
 
 Fused primitives: :func:`arrayrl.ops.linear` (``act(x @ w.mT + b)``, used by ``arrayrl.nn``) records one node whose
 VJP (registered with :func:`defvjp_joint`, one rule computing every needed cotangent) applies the activation's
@@ -48,9 +50,12 @@ Semantics worth knowing:
   not leak), ``relu``'s gradient is 0 at 0;
 * ``bool(t)``/``float(t)`` read the value (no gradient); ``np.exp(t)``, ``np.asarray(t)`` and ``np.mean(t)`` raise
   ``TypeError`` (a Tensor is never turned into an object array): use the namespace of the Tensor;
-* array_api_strict's operators raise on foreign right operands instead of returning ``NotImplemented``, so on that
-  backend ``raw_array + tensor`` fails: write ``xp.add(raw, t)`` (or put the Tensor on the left). NumPy, torch and
-  CuPy defer to the Tensor's reflected operator;
+* operand order: a raw array on the left of a Tensor (a non-differentiated argument, a closure, a comparison or
+  creation result) defers to the Tensor's reflected operator on every backend, so ``x @ w``, ``x < w`` and
+  ``1.0 - w`` work whatever the order. NumPy, torch and CuPy defer by protocol (``__array_ufunc__ = None``,
+  ``__array_priority__ = 1000``); array_api_strict's operators raise on any foreign operand, so the tape lifts
+  that check for Tensors only (:func:`~.core.defer_operators_to_tensor`, installed when the tape first sees
+  strict's array type; other foreign operands are still refused);
 * unknown functions of the backend (``np.cbrt``...) raise ``NotImplementedError`` when a gradient would flow
   through them, instead of silently dropping it.
 """
@@ -59,7 +64,7 @@ from .api import grad, stop_gradient, value_and_grad, vjp
 from .check import check_grads
 from .core import Tensor, defvjp, defvjp_argnum, defvjp_joint, primitive, sum_to_shape
 from .namespace import taped_namespace
-from .tuning import blas_threads, set_blas_threads, tune_allocator
+from .tuning import blas_policy, blas_threads, set_blas_policy, set_blas_threads, tune_allocator
 
 __all__ = [
     "Tensor",
@@ -77,4 +82,6 @@ __all__ = [
     "tune_allocator",
     "blas_threads",
     "set_blas_threads",
+    "set_blas_policy",
+    "blas_policy",
 ]

@@ -158,6 +158,25 @@ def _unwrap_tree(tree: Any) -> Any:
     return tree
 
 
+def _call(f: Callable, fname: str, args: list, kwargs: dict) -> Any:
+    """``f(*args, **kwargs)``; a backend operator refusing a Tensor right operand is re-raised with the fix.
+
+    (array_api_strict's refusal is lifted by :func:`~arrayrl.autodiff.core.defer_operators_to_tensor`; this message
+    is for a strict version whose internals that function does not know.)
+    """
+    try:
+        return f(*args, **kwargs)
+    except TypeError as err:
+        msg = str(err)
+        if "Expected Array or Python scalar" in msg and "Tensor" in msg:
+            raise TypeError(
+                f"{fname}: {msg}. A raw array met a Tensor on the right of an operator and its backend refuses "
+                f"foreign operands instead of deferring to the Tensor: put the Tensor on the left or call the "
+                f"namespace function (xp.matmul(x, w), xp.add(x, w))"
+            ) from err
+        raise
+
+
 def _norm_argnums(argnums: int | Sequence[int]) -> tuple[tuple, bool]:
     if isinstance(argnums, int):
         return (argnums,), True
@@ -192,7 +211,7 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
 
     def value_and_grad_f(*args, **kwargs):
         new_args, specs = _make_leaves(args, nums, "value_and_grad")
-        out = f(*new_args, **kwargs)
+        out = _call(f, fname, new_args, kwargs)
         aux = None
         if has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -245,7 +264,7 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
     """
     nums = tuple(range(len(args)))
     new_args, specs = _make_leaves(args, nums, "vjp")
-    out = f(*new_args)
+    out = _call(f, getattr(f, "__name__", "f"), new_args, {})
     out_leaves, out_def = tree_flatten(out)
     raw_out = tree_unflatten(out_def, [o.value if isinstance(o, Tensor) else o for o in out_leaves])
 

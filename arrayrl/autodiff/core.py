@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from .. import _kernels
 from .._backend import _raw_namespace
+from .tuning import _ND, np_matmul
+from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = [
     "Tensor",
@@ -33,6 +35,7 @@ __all__ = [
     "VJP_TABLE",
     "base_namespace",
     "is_tensor",
+    "defer_operators_to_tensor",
 ]
 
 _counter = itertools.count()
@@ -46,7 +49,40 @@ def base_namespace(raw: Any) -> Any:
     ns = _BASE_BY_TYPE.get(type(raw))
     if ns is None:
         ns = _BASE_BY_TYPE[type(raw)] = _raw_namespace(raw)
+        defer_operators_to_tensor(type(raw))
     return ns
+
+
+def defer_operators_to_tensor(raw_type: type) -> bool:
+    """Make ``raw_type``'s binary operators defer to a :class:`Tensor` right operand; True if they do now.
+
+    Python calls ``b.__radd__(a)`` for ``a + b`` only when ``a.__add__(b)`` returns ``NotImplemented``. NumPy
+    (``Tensor.__array_ufunc__ = None``), torch, CuPy (``__array_ufunc__ is None`` or ``__array_priority__``) and
+    JAX do; array_api_strict's operators instead raise ``TypeError("Expected Array or Python scalar")`` from
+    ``Array._check_type_device`` for any foreign operand, so ``raw_x @ w`` (a raw array, from an argument, a closure
+    or a creation function, left of a Tensor) failed there. For strict's ``Array`` this wraps that check once to let
+    Tensors through; strict's operators then reach their own ``return NotImplemented`` branch for unknown types
+    and Python calls the Tensor's reflected operator. Every other operand is checked exactly as before (other
+    foreign types still raise). Idempotent; called when a backend type is first seen by the tape
+    (:func:`base_namespace`, ``Tensor(...)``).
+    """
+    if not raw_type.__module__.startswith("array_api_strict"):
+        return True
+    check = getattr(raw_type, "_check_type_device", None)
+    if check is None:  # another strict version: operators unchanged (value_and_grad's message says what to do)
+        return False
+    if getattr(check, "_arrayrl_defers", False):
+        return True
+
+    def _check_type_device(self, other, _strict_check=check):
+        if getattr(type(other), "_arrayrl_taped", False):
+            return None  # the operator's dtype check returns NotImplemented for it: Python asks the Tensor
+        return _strict_check(self, other)
+
+    _check_type_device._arrayrl_defers = True  # type: ignore[attr-defined]
+    _check_type_device.__doc__ = check.__doc__
+    raw_type._check_type_device = _check_type_device
+    return True
 
 
 class VJPEntry:
@@ -98,6 +134,10 @@ class Tensor:
     Tensor records the tape. Operators ``+ - * / ** @`` (and reflected), unary ``-``/``+``, basic indexing
     (ints, slices, ``None``, ``Ellipsis``) are differentiable; comparisons return raw boolean arrays (constants).
 
+    Raw arrays on the left of a Tensor defer to its reflected operators on every backend (array_api_strict's
+    refusal of foreign operands is lifted for Tensors by :func:`defer_operators_to_tensor`), so ``raw_x @ w``,
+    ``raw_x < w`` and ``1.0 - w`` work whatever the operand order.
+
     ``bool(t)``, ``float(t)``, ``int(t)`` and ``len(t)`` read the wrapped value (no gradient; data-dependent, so keep
     them out of library code). NumPy never sees through a Tensor: ``__array_ufunc__ = None`` makes ``np.exp(t)``
     and ``raw_array + t`` defer or raise, and ``__array__`` raises ``TypeError``, so ``np.asarray(t)``,
@@ -114,6 +154,8 @@ class Tensor:
     def __init__(self, value: Any):
         if isinstance(value, Tensor):
             value = value.value
+        elif type(value) not in _BASE_BY_TYPE:
+            defer_operators_to_tensor(type(value))
         self.value = value
         self._idx = -1  # constant: never a parent
         self._parents = ()
@@ -542,7 +584,7 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
     lead = len(gshape) - len(shape)
     if lead == 1 and len(shape) == 1 and gshape[1] == shape[0] and gshape[0] and shape[0]:
         # a bias of a batched layer: ones @ g (BLAS; NumPy's float32 sum over axis 0 is ~10x slower)
-        return xp.matmul(_kernels.ones_vector(xp, gshape[0], g), g)
+        return _mm(xp, _kernels.ones_vector(xp, gshape[0], g), g)
     if lead < 0:
         # a cotangent of lower rank than the argument (the argument was broadcast to the output)
         return xp.broadcast_to(g, shape)
@@ -557,7 +599,7 @@ def sum_to_shape(xp: Any, g: Any, shape: tuple) -> Any:
         # axis 0 is ~10x slower)
         g2 = xp.reshape(g, (n, m))
         ones = _kernels.ones_vector(xp, n, g)
-        return xp.reshape(xp.matmul(ones, g2), shape)
+        return xp.reshape(_mm(xp, ones, g2), shape)
     axes = tuple(range(lead)) + inner
     if axes:
         g = xp.sum(g, axis=axes, keepdims=True)
@@ -663,7 +705,16 @@ _sub = _make_primitive(operator.sub, _SUB)
 _mul = _make_primitive(operator.mul, _MUL)
 _div = _make_primitive(operator.truediv, _DIV)
 _pow = _make_primitive(operator.pow, _entry("pow", True))
-_matmul = _make_primitive(operator.matmul, _entry("matmul"))
+
+
+def _matmul_raw(a, b):
+    """``a @ b``; NumPy products go through the BLAS thread policy (:mod:`.tuning`)."""
+    if type(a) is _ND and type(b) is _ND:
+        return np_matmul(a, b)
+    return a @ b
+
+
+_matmul = _make_primitive(_matmul_raw, _entry("matmul"))
 _neg = _make_primitive(operator.neg, _entry("negative", True))
 _abs = _make_primitive(operator.abs, _entry("abs", True))
 _getitem = _make_primitive(operator.getitem, _entry("getitem"))

@@ -246,10 +246,12 @@ class TapedNamespace:
 
 def _numpy_kernels() -> dict:
     """Raw kernels used instead of NumPy's own functions on the taped NumPy namespace (accelerators with the same
-    values, tested against NumPy's in tests/autodiff/test_ad_fastpaths.py)."""
+    values, tested against NumPy's in tests/autodiff/test_ad_fastpaths.py; ``matmul`` under the BLAS thread
+    policy of :mod:`.tuning`)."""
     from .. import _kernels
+    from .tuning import np_matmul
 
-    return _kernels.NUMPY_KERNELS
+    return dict(_kernels.NUMPY_KERNELS, matmul=np_matmul)
 
 
 def _contains_tensor(seq) -> bool:

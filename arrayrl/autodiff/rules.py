@@ -26,6 +26,7 @@ from typing import Any
 from .. import _kernels
 
 from .core import VJP_TABLE, _entry, defvjp, defvjp_argnum, sum_to_shape
+from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = ["DIFFERENTIABLE", "ELEMENTWISE"]
 
@@ -321,7 +322,7 @@ _reg("cumulative_sum", _cumsum_x)
 
 def _matmul_a(xp, g, ans, a, b):
     if a.ndim == 2 and b.ndim == 2:
-        return xp.matmul(g, b.mT)
+        return _mm(xp, g, b.mT)
     if a.ndim >= 3 and b.ndim >= 2 and b.shape[-1] == 1 and tuple(g.shape) == tuple(a.shape[:-1]) + (1,):
         # (..., m, 1) @ (..., 1, k): an outer product per batch item, as a broadcast multiply (batched matmuls of
         # tiny matrices are slow on CPU)
@@ -331,14 +332,14 @@ def _matmul_a(xp, g, ans, a, b):
             return g * b
         return sum_to_shape(xp, g[..., :, None] * b, tuple(a.shape))  # (..., n, k)
     if a.ndim == 1:
-        r = xp.matmul(g[..., None, :], b.mT)[..., 0, :]  # (..., k)
+        r = _mm(xp, g[..., None, :], b.mT)[..., 0, :]  # (..., k)
         return sum_to_shape(xp, r, tuple(a.shape))
-    return sum_to_shape(xp, xp.matmul(g, b.mT), tuple(a.shape))
+    return sum_to_shape(xp, _mm(xp, g, b.mT), tuple(a.shape))
 
 
 def _matmul_b(xp, g, ans, a, b):
     if a.ndim == 2 and b.ndim == 2:
-        return xp.matmul(a.mT, g)
+        return _mm(xp, a.mT, g)
     if b.ndim >= 3 and a.ndim >= 2 and a.shape[-2] == 1 and tuple(g.shape[:-2]) == tuple(b.shape[:-2]):
         # (..., k, 1) @ (..., 1, n): an outer product per batch item, as a broadcast multiply
         return sum_to_shape(xp, a.mT * g, tuple(b.shape))
@@ -347,9 +348,9 @@ def _matmul_b(xp, g, ans, a, b):
             return g * a
         return sum_to_shape(xp, a[:, None] * g[..., None, :], tuple(b.shape))  # (..., k, m)
     if b.ndim == 1:
-        r = xp.matmul(a.mT, g[..., :, None])[..., 0]
+        r = _mm(xp, a.mT, g[..., :, None])[..., 0]
         return sum_to_shape(xp, r, tuple(b.shape))
-    return sum_to_shape(xp, xp.matmul(a.mT, g), tuple(b.shape))
+    return sum_to_shape(xp, _mm(xp, a.mT, g), tuple(b.shape))
 
 
 _reg("matmul", _matmul_a, _matmul_b)
