@@ -11,7 +11,9 @@ Rules implemented here:
 * ``None`` and Python scalars (``bool``, ``int``, ``float``) are ignored; NumPy scalars (``np.float64(1.0)``, the
   0-d results of NumPy reductions) count as NumPy only when no other array is given;
 * Python lists/tuples, NumPy scalars of object dtype and other non-arrays raise ``TypeError``;
-* mixing libraries (NumPy with torch, say) or devices (``cpu`` with ``cuda:0``) raises ``TypeError`` naming both.
+* mixing libraries (NumPy with torch, say) or devices (``cpu`` with ``cuda:0``) raises ``TypeError`` naming both
+  (by position, ``argument 0``, or by the caller's names: ``namespace_of(r, v, names=("reward", "state_value"))``
+  says ``reward is torch, state_value is numpy``).
 
 NumPy arrays are given NumPy's own namespace (NumPy >= 2.1 implements the standard natively, and calling it
 directly avoids a wrapper layer); torch and CuPy go through ``array_api_compat``; array-api-strict is its own
@@ -102,12 +104,22 @@ def device_of(x: Any) -> Any:
     return array_api_compat.device(x)
 
 
-def namespace_of(*arrays: Any, xp: Any = None) -> Any:
+def _label(i: int, names: Any) -> str:
+    """How an error message calls ``arrays[i]``: ``names[i]`` when given, else ``argument i``."""
+    if names is not None and i < len(names) and names[i] is not None:
+        return str(names[i])
+    return f"argument {i}"
+
+
+def namespace_of(*arrays: Any, xp: Any = None, names: Any = None) -> Any:
     """Return the array-API namespace shared by ``arrays``.
 
     Args:
         *arrays: arrays (raw or taped), ``None`` or Python scalars. Nested containers are not searched.
         xp: an explicit namespace. Used when no array is given, and checked against the arrays otherwise.
+        names: optional sequence of names, ``names[i]`` for ``arrays[i]`` (argument names or batch keys), used only
+            in error messages (``"reward is torch, state_value is numpy"``); a missing entry (or ``None``) falls
+            back to ``argument i``. It costs nothing when the inputs agree.
 
     Returns:
         The namespace to call. If any input is a taped :class:`~arrayrl.autodiff.Tensor`, the taped namespace
@@ -154,7 +166,7 @@ def namespace_of(*arrays: Any, xp: Any = None) -> Any:
             raw = a.value
         elif isinstance(a, (list, tuple)):
             raise TypeError(
-                f"argument {i} is a Python {type(a).__name__}; arrayrl functions take arrays "
+                f"{_label(i, names)} is a Python {type(a).__name__}; arrayrl functions take arrays "
                 f"(convert with xp.asarray first)"
             )
         else:
@@ -162,20 +174,22 @@ def namespace_of(*arrays: Any, xp: Any = None) -> Any:
         try:
             ns = _raw_namespace(raw)
         except TypeError as err:
-            raise TypeError(f"argument {i} of type {type(a).__name__} is not an array-API array") from err
+            raise TypeError(f"{_label(i, names)} of type {type(a).__name__} is not an array-API array") from err
         if base is None:
             base, base_src = ns, i
         elif not _same_library(ns, base):
             raise TypeError(
-                f"mixed array libraries: argument {base_src} is {backend_name(base)}, "
-                f"argument {i} is {backend_name(ns)}"
+                f"mixed array libraries: {_label(base_src, names)} is {backend_name(base)}, "
+                f"{_label(i, names)} is {backend_name(ns)}"
             )
         if ns is not np:  # NumPy has one device; skip the lookup on the hot path
             dev = array_api_compat.device(raw)
             if device is None:
                 device, device_src = dev, i
             elif dev != device:
-                raise TypeError(f"mixed devices: argument {device_src} is on {device}, argument {i} is on {dev}")
+                raise TypeError(
+                    f"mixed devices: {_label(device_src, names)} is on {device}, {_label(i, names)} is on {dev}"
+                )
     if base is None and numpy_scalar and xp is None:
         return np
     if base is None:

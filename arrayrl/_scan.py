@@ -38,7 +38,7 @@ import math
 from typing import Any
 
 from ._backend import namespace_of
-from ._checks import check_floating, normalize_axis
+from ._checks import check_floating, check_same_shape, dtype_name, is_float32_or_64, normalize_axis
 
 __all__ = ["reverse_discounted_scan_raw"]
 
@@ -60,13 +60,13 @@ def reverse_discounted_scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
     Returns:
         ``y``, same shape and dtype as ``x`` (a new array).
     """
-    xp = namespace_of(x, c)
-    if not _floating(xp, x.dtype):
+    xp = namespace_of(x, c, names=("x", "c"))
+    if not is_float32_or_64(x):
         check_floating(x, "x")
     if tuple(x.shape) != tuple(c.shape):
-        raise ValueError(f"c: expected shape {tuple(x.shape)} (the shape of x), got {tuple(c.shape)}")
+        check_same_shape({"x": x, "c": c})
     if c.dtype != x.dtype:
-        raise TypeError(f"c: expected dtype {x.dtype} (the dtype of x), got {c.dtype}")
+        raise TypeError(f"c: expected dtype {dtype_name(x.dtype)} (the dtype of x), got {dtype_name(c.dtype)}")
     ax = normalize_axis(axis, x.ndim)
     T = x.shape[ax]
     if T <= 1 or math.prod(x.shape) == 0:
@@ -81,20 +81,6 @@ def reverse_discounted_scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
     N = math.prod(lead)
     y = _scan_2d(xp, xp.reshape(xs, (N, T)), xp.reshape(cs, (N, T)))
     return xp.moveaxis(xp.reshape(y, lead + (T,)), -1, ax)
-
-
-_FLOAT_CACHE: dict = {}
-
-
-def _floating(xp: Any, dtype: Any) -> bool:
-    key = (id(xp), dtype)
-    try:
-        return _FLOAT_CACHE[key]
-    except KeyError:
-        res = _FLOAT_CACHE[key] = bool(xp.isdtype(dtype, "real floating"))
-        return res
-    except TypeError:  # unhashable dtype
-        return bool(xp.isdtype(dtype, "real floating"))
 
 
 # ----------------------------------------------------------------------------------------------------- dispatch

@@ -29,6 +29,21 @@ tensordicts: ``value`` at the root, ``("next", reward|done|terminated|value)``, 
   :func:`arrayrl.autodiff.stop_gradient`; ``True`` (the registry default) lets gradients flow to the values and
   rewards through the tape. ``value_estimate`` is not affected (as in TorchRL).
 
+Bad input
+---------
+Before any arithmetic, the arrays an estimator reads are checked with the functional layer's checks, named by
+their batch key (``key ('next', 'reward'): expected shape (4, 1) (the shape of key 'state_value'), got (4,)``):
+one library and device, dtype float32 or float64 shared by every floating array, bool flags, one shape (never
+broadcast; ``MultiAgentGAE`` broadcasts team signals along ``agent_dim`` first). Python-number hyper-parameters
+are range checked in the constructor (``gamma`` and ``lmbda`` in ``[0, 1]``, V-trace's ``rho_thresh`` and
+``c_thresh`` in ``(0, inf]``, NaN rejected; array hyper-parameters are not, that would read device data), and
+again by the functional call (an attribute assigned later is checked too). Empty batches (a zero batch or time
+size) give empty outputs.
+
+Standardisation (``average_gae``, ``average_rewards``, ``average_adv``) of a single element returns 0 instead of
+TorchRL's NaN (the unbiased std of one element is taken as 0, then clamped at ``eps``: ``(x - x) / eps``); the
+choice is made on the static shape, without reading data.
+
 Not implemented: ``shifted=True`` (raises ``NotImplementedError``). ``device`` and ``deactivate_vmap`` are accepted
 and ignored (arrays carry their device; there is no vmap).
 """
@@ -36,11 +51,13 @@ and ignored (arrays carry their device; there is no vmap).
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any, Callable, Mapping
 
 from .. import data as _data
 from .._backend import namespace_of
+from .._checks import check_array, normalize_axis
 from ..autodiff import stop_gradient
 from ..tree import tree_map
 from . import functional as F
@@ -64,10 +81,17 @@ __all__ = [
 
 
 def _standardize(x: Any, eps: float, axis: Any = None) -> Any:
-    """``(x - mean) / max(std, eps)`` with the unbiased std (``torch.std``), over ``axis`` (all by default)."""
+    """``(x - mean) / max(std, eps)`` with the unbiased std (``torch.std``), over ``axis`` (all by default).
+
+    Decided on the static shape (no data read): a reduction over one element uses std 0 (so the result is 0,
+    where ``torch.std`` gives NaN), and an empty ``x`` is returned as it is (nothing to standardise)."""
     xp = namespace_of(x)
-    loc = xp.mean(x, axis=axis, keepdims=axis is not None)
-    scale = xp.clip(xp.std(x, axis=axis, correction=1, keepdims=axis is not None), min=eps)
+    n = math.prod(x.shape[a] for a in (range(x.ndim) if axis is None else axis))
+    if n == 0:
+        return x
+    keep = axis is not None
+    loc = xp.mean(x, axis=axis, keepdims=keep)
+    scale = xp.clip(xp.std(x, axis=axis, correction=1 if n > 1 else 0, keepdims=keep), min=eps)
     return (x - loc) / scale
 
 
@@ -318,6 +342,15 @@ class ValueEstimatorBase:
         terminated = _data.get_or(batch, ("next", tk.terminated), done)
         return reward, done, terminated
 
+    def _check_signals(self, value: Any, next_value: Any, reward: Any, done: Any, terminated: Any) -> None:
+        """The functional layer's checks (:func:`arrayrl.value.functional._validate`) on the value (the reference;
+        skipped when ``None``), next value, reward, done and terminated, named by their batch keys."""
+        tk = self.tensor_keys
+        floats = {} if value is None else {_key_name(tk.value): value}
+        floats[_key_name(("next", tk.value))] = next_value
+        floats[_key_name(("next", tk.reward))] = reward
+        F._validate(floats, {_key_name(("next", tk.done)): done, _key_name(("next", tk.terminated)): terminated})
+
     def _standardized_reward(self, batch: Mapping, reward: Any, eps: float) -> Any:
         groups = self._group_ids(batch)
         return _standardize(reward, eps) if groups is None else _standardize_by_group(reward, groups, eps)
@@ -453,6 +486,11 @@ class ValueEstimatorBase:
         return f"{type(self).__name__}(gamma={getattr(self, 'gamma', None)!r}, differentiable={self.differentiable})"
 
 
+def _key_name(key: Any) -> str:
+    """How messages name a batch key: ``key ('next', 'reward')``, ``key 'state_value'``."""
+    return f"key {_data.key_str(key)}"
+
+
 def _positive_int(value: Any, name: str) -> int | None:
     if value is None:
         return None
@@ -483,6 +521,7 @@ class _ReturnEstimator(ValueEstimatorBase):
 
     def __init__(self, *, gamma: Any, average_rewards: bool = False, time_dim: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
+        F._check_hyperparameter(gamma, "gamma")
         self.gamma = gamma
         self.average_rewards = average_rewards
         self.time_dim = time_dim
@@ -491,7 +530,7 @@ class _ReturnEstimator(ValueEstimatorBase):
                 time_dim: int | None = None) -> dict:
         self._check_batch(batch)
         value, next_value, out = self._values(batch, params, target_params)
-        target, reward = self._target(out, next_value, time_dim)
+        target, reward = self._target(out, next_value, time_dim, value)
         written = {self.tensor_keys.advantage: target - value, self.tensor_keys.value_target: target}
         if self.average_rewards:
             written[("next", self.tensor_keys.reward)] = reward
@@ -505,8 +544,10 @@ class _ReturnEstimator(ValueEstimatorBase):
             next_value = self._next_value(batch, target_params)
         return self._target(batch, next_value, time_dim)[0]
 
-    def _target(self, batch: Mapping, next_value: Any, time_dim: int | None) -> tuple[Any, Any]:
+    def _target(self, batch: Mapping, next_value: Any, time_dim: int | None, value: Any = None) -> tuple[Any, Any]:
+        """``(value target, reward used)``; ``value`` (when given) is checked with the other arrays."""
         reward, done, terminated = self._signals(batch)
+        self._check_signals(value, next_value, reward, done, terminated)
         if self.average_rewards:
             reward = self._standardized_reward(batch, reward, self._reward_eps)
         gamma = self._gamma(batch, reward)
@@ -568,6 +609,7 @@ class TDLambdaEstimator(_ReturnEstimator):
                  vectorized: bool = True, time_dim: int | None = None, **kwargs: Any):
         super().__init__(gamma=gamma, value_network=value_network, average_rewards=average_rewards,
                          time_dim=time_dim, **kwargs)
+        F._check_hyperparameter(lmbda, "lmbda")
         self.lmbda = lmbda
         self.vectorized = vectorized
 
@@ -597,6 +639,8 @@ class GAE(ValueEstimatorBase):
                  differentiable: bool = False, vectorized: bool | None = None, time_dim: int | None = None,
                  auto_reset_env: bool = False, **kwargs: Any):
         super().__init__(value_network=value_network, differentiable=differentiable, **kwargs)
+        F._check_hyperparameter(gamma, "gamma")
+        F._check_hyperparameter(lmbda, "lmbda")
         self.gamma = gamma
         self.lmbda = lmbda
         self.average_gae = average_gae
@@ -622,10 +666,15 @@ class GAE(ValueEstimatorBase):
 
     def _gae(self, batch: Mapping, value: Any, next_value: Any, time_dim: int | None) -> tuple[Any, Any]:
         reward, done, terminated = self._signals(batch)
-        reward, done, terminated = (self._broadcast(a, value) for a in (reward, done, terminated))
+        tk = self.tensor_keys
+        reward, done, terminated = (self._broadcast(a, value, ("next", k))
+                                    for a, k in ((reward, tk.reward), (done, tk.done), (terminated, tk.terminated)))
+        self._check_signals(value, next_value, reward, done, terminated)
         gamma = self._gamma(batch, reward)
         if self.auto_reset_env:
-            truncated = self._broadcast(_data.get(batch, ("next", "truncated"), what="truncated"), value)
+            truncated = self._broadcast(_data.get(batch, ("next", "truncated"), what="truncated"), value,
+                                        ("next", "truncated"))
+            F._validate({_key_name(tk.value): value}, {_key_name(("next", "truncated")): truncated})
             xp = namespace_of(reward, value)
             reward = reward + xp.where(truncated, gamma * value, xp.zeros((), dtype=reward.dtype, device=reward.device))
             terminated = done
@@ -634,7 +683,8 @@ class GAE(ValueEstimatorBase):
             gamma, self.lmbda, value, next_value, reward, done, terminated, time_dim=ax
         )
 
-    def _broadcast(self, a: Any, value: Any) -> Any:
+    def _broadcast(self, a: Any, value: Any, key: Any) -> Any:
+        """The batch array ``a`` (read at ``key``) as the estimator sees it: unchanged here (see MultiAgentGAE)."""
         return a
 
     def _normalize_advantage(self, adv: Any, groups: Any) -> Any:
@@ -655,22 +705,26 @@ class MultiAgentGAE(GAE):
 
     def __init__(self, *, agent_dim: int = -2, **kwargs: Any):
         super().__init__(**kwargs)
+        if isinstance(agent_dim, bool) or not isinstance(agent_dim, int):
+            raise TypeError(f"agent_dim: expected an int, got {type(agent_dim).__name__}")
         self.agent_dim = agent_dim
 
     def _agent_axis(self, value: Any) -> int:
-        return self.agent_dim % value.ndim
+        """``agent_dim`` as an axis of ``value`` (``ValueError`` naming ``agent_dim`` when out of range; no wrap)."""
+        return normalize_axis(self.agent_dim, value.ndim, "agent_dim")
 
     def _batch_ndim(self, value: Any) -> int:
         return self._agent_axis(value)
 
-    def _broadcast(self, a: Any, value: Any) -> Any:
+    def _broadcast(self, a: Any, value: Any, key: Any) -> Any:
+        check_array(a, _key_name(key))
         if a.ndim == value.ndim:
             return a
         if a.ndim != value.ndim - 1:
             raise ValueError(
-                "MultiAgentGAE expected the reward/done/terminated tensor to have either the same number of dims as "
-                f"the value tensor (per-agent) or one fewer (team-shared). Got tensor.shape={tuple(a.shape)}, "
-                f"value.shape={tuple(value.shape)}."
+                f"{_key_name(key)}: MultiAgentGAE expected the reward/done/terminated tensor to have either the same "
+                f"number of dims as the value tensor (per-agent) or one fewer (team-shared). "
+                f"Got tensor.shape={tuple(a.shape)}, value.shape={tuple(value.shape)}."
             )
         ax = self._agent_axis(value)
         xp = namespace_of(a)
@@ -701,16 +755,18 @@ class MultiAgentGAE(GAE):
 class VTrace(ValueEstimatorBase):
     """V-trace (Espeholt et al., 2018; :func:`~arrayrl.value.functional.vtrace_advantage_estimate`).
 
-    ``log_mu`` (behaviour policy) is read from ``sample_log_prob`` (default ``"action_log_prob"``) and reshaped to the
-    value's shape. ``log_pi`` (current policy) comes from ``actor_network(batch)``: either an array, or a batch from
-    which ``sample_log_prob`` is read. TorchRL's actor call returns ``log pi`` of a *fresh* (deterministic) sample,
+    ``log_mu`` (behaviour policy) is read from ``sample_log_prob`` (default ``"action_log_prob"``); it (and
+    ``log_pi``) must have the value's shape ``[*B, T, 1]`` or TorchRL's ``[*B, T]`` (reshaped). Any other shape is
+    a ``ValueError`` naming the key, even one of the same size (TorchRL's ``view_as`` accepts those). ``log_pi``
+    (current policy) comes from ``actor_network(batch)``: either an array, or a batch from which ``sample_log_prob``
+    is read. TorchRL's actor call returns ``log pi`` of a *fresh* (deterministic) sample,
     not of the stored action; an arrayrl ``ProbabilisticActor`` called on the batch does the same. For IMPALA's
     ``log pi(a_t | s_t)``, pass ``actor_network=lambda b: actor.log_prob(actor.params, b)``.
 
     Keyword Args:
         gamma: scalar discount (``NotImplementedError`` for an array, as TorchRL).
         actor_network: see above. value_network: see :class:`ValueEstimatorBase`.
-        rho_thresh, c_thresh: truncation levels (default 1). average_adv: standardise (clamp 1e-5).
+        rho_thresh, c_thresh: truncation levels in ``(0, inf]`` (default 1). average_adv: standardise (clamp 1e-5).
     """
 
     def __init__(self, *, gamma: Any, actor_network: Callable, value_network: Any, rho_thresh: Any = 1.0,
@@ -721,6 +777,9 @@ class VTrace(ValueEstimatorBase):
             raise NotImplementedError("Per-value gamma is not supported yet. Gamma must be a scalar.")
         if actor_network is None or not callable(actor_network):
             raise TypeError("actor_network: expected a callable batch -> log-probability (array or batch)")
+        F._check_hyperparameter(gamma, "gamma")
+        for name, thresh in (("rho_thresh", rho_thresh), ("c_thresh", c_thresh)):
+            F._check_hyperparameter(thresh, name, **F._THRESHOLD_RANGE)
         self.gamma = gamma
         self.actor_network = actor_network
         self.rho_thresh = rho_thresh
@@ -755,24 +814,44 @@ class VTrace(ValueEstimatorBase):
         value, next_value, out = self._values(batch, params, target_params)
         return self._vtrace(out, value, next_value, time_dim)[1]
 
-    def _log_pi(self, batch: Mapping, value: Any) -> Any:
+    def _log_pi(self, batch: Mapping, value: Any) -> tuple[Any, str]:
+        """``(log pi of the value's shape, how messages name it)`` from ``actor_network(batch)``."""
         res = self.actor_network(batch)
+        name = "log-probability returned by actor_network"
         if isinstance(res, Mapping):
-            res = _data.get(res, self.tensor_keys.sample_log_prob, what="log-probability written by actor_network")
-        return namespace_of(res).reshape(res, tuple(value.shape))
+            key = self.tensor_keys.sample_log_prob
+            res = _data.get(res, key, what="log-probability written by actor_network")
+            name = f"{_key_name(key)} written by actor_network"
+        return _as_value_shape(res, value, name), name
 
     def _vtrace(self, batch: Mapping, value: Any, next_value: Any, time_dim: int | None) -> tuple[Any, Any]:
         tk = self.tensor_keys
         reward, done, terminated = self._signals(batch)
         lp = _data.get(batch, tk.sample_log_prob, what="behaviour log-probability")
-        log_mu = namespace_of(lp).reshape(lp, tuple(value.shape))
-        log_pi = self._log_pi(batch, value)
+        self._check_signals(value, next_value, reward, done, terminated)
+        mu_name = _key_name(tk.sample_log_prob)
+        log_mu = _as_value_shape(lp, value, mu_name)
+        log_pi, pi_name = self._log_pi(batch, value)
+        F._validate({_key_name(tk.value): value, mu_name: log_mu, pi_name: log_pi}, {})
         gamma = self._gamma(batch, reward)
         ax = self._time_axis(time_dim, value)
         return F.vtrace_advantage_estimate(
             gamma, log_pi, log_mu, value, next_value, reward, done, terminated,
             rho_thresh=self.rho_thresh, c_thresh=self.c_thresh, time_dim=ax,
         )
+
+
+def _as_value_shape(log_prob: Any, value: Any, name: str) -> Any:
+    """A log-probability of the value's shape ``[*B, T, 1]``, or of that shape without the trailing 1 (TorchRL's
+    ``[*B, T]`` ``sample_log_prob``), reshaped to the value's shape. Any other shape (even one of the same size)
+    raises ``ValueError`` naming ``name``."""
+    check_array(log_prob, name)
+    want, got = tuple(value.shape), tuple(log_prob.shape)
+    if got == want:
+        return log_prob
+    if want[-1:] == (1,) and got == want[:-1]:
+        return namespace_of(log_prob).reshape(log_prob, want)
+    raise ValueError(f"{name}: expected shape {want} (the value's shape) or {want[:-1]}, got {got}")
 
 
 # ---------------------------------------------------------------------------------------------- deprecated names

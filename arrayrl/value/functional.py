@@ -17,10 +17,16 @@ Conventions (TorchRL's)
   The last step of the rollout always bootstraps from ``next_state_value[T-1]`` unless terminated.
   ``terminated=None`` means ``terminated = done``. ``terminated`` should imply ``done`` (as it does in every
   TorchRL environment).
+* Floating inputs have dtype float32 or float64 (float16, bfloat16 and integers are rejected), all the same one
+  (never promoted), and come from one library and device (messages name both arguments:
+  ``reward is torch, state_value is numpy``).
 * ``gamma`` and ``lmbda`` are Python numbers, 0-d (or one-element) arrays, or per-step arrays of the values' shape.
+  Python numbers are range checked: ``gamma`` and ``lmbda`` in ``[0, 1]``, V-trace's ``rho_thresh`` and ``c_thresh``
+  in ``(0, inf]``, NaN rejected. Arrays are not (that would read device data); they must be of the inputs' library
+  and device (a NumPy ``gamma`` with torch inputs is a ``TypeError`` naming ``gamma``) and are cast to their dtype.
   Per-step values are "rolling" (``gamma[t]`` discounts the step from ``t`` to ``t + 1``); with
   ``rolling_gamma=False`` (TD(1) and TD(lambda) only) ``gamma[k]`` discounts the whole future seen from ``k``.
-* Outputs have the inputs' shape and dtype.
+* Outputs have the inputs' shape and dtype; an empty batch or time axis gives empty outputs.
 
 Differences with TorchRL (all documented in ``docs/divergences.md``)
 --------------------------------------------------------------------
@@ -33,8 +39,9 @@ Differences with TorchRL (all documented in ``docs/divergences.md``)
 * ``td1_return_estimate(..., rolling_gamma=False)``: TorchRL seeds that branch with 0, so a last step that is not
   done does not bootstrap, unlike every other estimator (and its own ``td_lambda_return_estimate`` with
   ``lmbda=1``). arrayrl bootstraps; ``torchrl_compat=True`` reproduces TorchRL.
-* Bad input raises ``TypeError`` (dtype) or ``ValueError`` (shape, axis) naming the argument, instead of
-  TorchRL's ``RuntimeError``.
+* Bad input raises ``TypeError`` (dtype, library) or ``ValueError`` (shape, axis, hyper-parameter range) naming the
+  argument, instead of TorchRL's ``RuntimeError`` or silent broadcasting/promotion. The checks read shapes and
+  dtypes only (never data), so they never synchronise a device.
 
 Every function is differentiable through :mod:`arrayrl.autodiff` with respect to the values and rewards (only
 array-API calls and :func:`arrayrl.ops.reverse_discounted_scan`).
@@ -45,11 +52,21 @@ Continuous Control Using Generalized Advantage Estimation" (GAE); Espeholt et al
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
-from typing import Any
+from typing import Any, Mapping
 
 from .._backend import is_array, namespace_of
-from .._checks import check_bool, check_floating, check_same_shape
+from .._checks import (
+    check_bool,
+    check_floating,
+    check_same_dtype,
+    check_same_shape,
+    check_scalar_range,
+    dtype_name,
+    is_float32_or_64,
+)
 from ..ops import reverse_discounted_scan
 
 __all__ = [
@@ -74,12 +91,15 @@ __all__ = [
 
 
 class _Ctx:
-    """Namespace, dtype, device, shape and the normalised time axis of one call, plus 0-d constants."""
+    """Namespace, dtype, device, shape and the normalised time axis of one call, plus 0-d constants.
 
-    __slots__ = ("xp", "dtype", "device", "shape", "ax", "zero", "one")
+    ``ref``/``ref_name`` are the first floating input and its argument name (the reference of the checks)."""
 
-    def __init__(self, xp: Any, ref: Any, ax: int | None):
+    __slots__ = ("xp", "dtype", "device", "shape", "ax", "zero", "one", "ref", "ref_name")
+
+    def __init__(self, xp: Any, ref: Any, ref_name: str, ax: int | None):
         self.xp = xp
+        self.ref, self.ref_name = ref, ref_name
         self.dtype = ref.dtype
         self.device = ref.device
         self.shape = tuple(ref.shape)
@@ -107,68 +127,97 @@ def _time_axis(time_dim: Any, ndim: int) -> int:
     return time_dim % ndim
 
 
-_KIND_CACHE: dict = {}
+def _validate(floats: Mapping[str, Any], flags: Mapping[str, Any]) -> tuple[Any, str, Any]:
+    """Check the arrays of one call and return ``(xp, ref_name, ref)``; never broadcasts, never promotes.
 
+    ``floats``/``flags`` map names (argument names, or batch keys for the estimator classes) to arrays;
+    ``None`` flags are skipped, every float is required. The first float is the reference:
 
-def _is_kind(base: Any, dtype: Any, kind: str) -> bool:
-    key = (id(base), dtype, kind)
-    try:
-        return _KIND_CACHE[key]
-    except KeyError:
-        res = _KIND_CACHE[key] = bool(base.isdtype(dtype, kind))
-        return res
-    except TypeError:  # unhashable dtype
-        return bool(base.isdtype(dtype, kind))
+    * every input is an array of one library and device (``TypeError`` naming both inputs otherwise);
+    * floats have dtype float32 or float64 (float16, bfloat16, integers: ``TypeError``), all the same one
+      (``TypeError`` naming both inputs and dtypes), flags are bool;
+    * every input has the reference's shape (``ValueError``).
 
-
-def _prepare(floats: dict, flags: dict, time_dim: Any = None) -> _Ctx:
-    """Check dtypes and shapes (never broadcast) and build the call context.
-
-    ``floats``/``flags`` map argument names to arrays (``None`` flags are skipped); the first float array is
-    the reference for shape, dtype and device. Errors come from :mod:`arrayrl._checks` (messages name the argument).
+    Shapes and dtypes only: no data is read, nothing synchronises.
     """
-    items = [(n, a, "real floating") for n, a in floats.items()]  # required: None is an error below
-    items += [(n, a, "bool") for n, a in flags.items() if a is not None]
-    for name, a, _ in items:
+    names = [*floats, *(n for n, a in flags.items() if a is not None)]
+    arrays = [*floats.values(), *(a for a in flags.values() if a is not None)]
+    n_floats = len(floats)
+    for name, a in zip(names, arrays):
         if a is None or isinstance(a, (bool, int, float)):
             raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
     try:
-        xp = namespace_of(*[a for _, a, _ in items])
+        xp = namespace_of(*arrays, names=names)
     except TypeError:
-        for name, a, _ in items:
+        for name, a in zip(names, arrays):
             if not is_array(a):
                 raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
         raise
-    base = getattr(xp, "_arrayrl_base", xp)
-    ref = items[0][1]
-    shape = tuple(ref.shape)
-    for name, a, kind in items:
-        if not _is_kind(base, a.dtype, kind):
-            (check_floating if kind == "real floating" else check_bool)(a, name)
+    ref_name, ref = names[0], arrays[0]
+    if not is_float32_or_64(ref):
+        check_floating(ref, ref_name)
+    shape, dtype = tuple(ref.shape), ref.dtype
+    for i, (name, a) in enumerate(zip(names, arrays)):
+        if i < n_floats:
+            if a.dtype != dtype:
+                check_floating(a, name)
+                check_same_dtype({ref_name: ref, name: a})
+        else:
+            check_bool(a, name)
         if tuple(a.shape) != shape:
-            check_same_shape({n: arr for n, arr, _ in items})
+            check_same_shape(dict(zip(names, arrays)))
+    return xp, ref_name, ref
+
+
+def _prepare(floats: Mapping[str, Any], flags: Mapping[str, Any], time_dim: Any = None) -> _Ctx:
+    """:func:`_validate` the inputs and build the call context (``time_dim`` normalised when given)."""
+    xp, ref_name, ref = _validate(floats, flags)
     ax = None if time_dim is None else _time_axis(time_dim, ref.ndim)
-    return _Ctx(xp, ref, ax)
+    return _Ctx(xp, ref, ref_name, ax)
 
 
-def _coef(ctx: _Ctx, value: Any, name: str) -> Any:
-    """A discount-like coefficient (gamma, lmbda, thresholds): a Python float, a 0-d array of the inputs' dtype,
-    or a per-step array of the inputs' shape. Anything else raises ``ValueError``/``TypeError`` naming ``name``."""
+_THRESHOLD_RANGE = {"low": 0.0, "high": math.inf, "low_open": True}  # V-trace's rho_thresh, c_thresh: (0, inf]
+
+
+def _check_hyperparameter(value: Any, name: str, low: float = 0.0, high: float = 1.0, *, low_open: bool = False) -> Any:
+    """Check a discount-like hyper-parameter (``gamma``, ``lmbda``, V-trace's thresholds) without reading arrays.
+
+    A Python (or NumPy scalar) number must lie in ``[low, high]`` (``(low, high]`` with ``low_open``; NaN is
+    rejected) and is returned as a ``float``; an array is returned unchecked (its data lives on the device);
+    ``bool`` and anything else raise ``TypeError``. Used by the functions below and by the estimator constructors.
+    """
+    if type(value) is float and low <= value <= high and (value > low or not low_open):  # the common case
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected a number or an array, got bool")
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):  # Python and NumPy scalars: host numbers, checked for free
+        check_scalar_range(value, name, low, high, low_open=low_open)
         return float(value)
     if not is_array(value):
         raise TypeError(f"{name}: expected a number or an array, got {type(value).__name__}")
+    return value
+
+
+def _coef(ctx: _Ctx, value: Any, name: str, low: float = 0.0, high: float = 1.0, *, low_open: bool = False) -> Any:
+    """A hyper-parameter as a Python float or an array of the inputs' dtype (see :func:`_check_hyperparameter`).
+
+    Arrays: 0-d or one-element (a scalar), or per-step of exactly the inputs' shape, of the inputs' library and
+    device, of a real dtype (cast to the inputs'). Anything else raises ``TypeError``/``ValueError`` naming ``name``.
+    """
+    value = _check_hyperparameter(value, name, low, high, low_open=low_open)
+    if isinstance(value, float):
+        return value
+    namespace_of(ctx.ref, value, names=(ctx.ref_name, name))  # TypeError if another library or device
+    own = namespace_of(value)
+    if not getattr(own, "_arrayrl_base", own).isdtype(value.dtype, ("real floating", "integral")):
+        raise TypeError(f"{name}: expected a number or a real array, got dtype {dtype_name(value.dtype)}")
     xp = ctx.xp
     shape = tuple(value.shape)
     if shape != ctx.shape:
-        n = 1
-        for s in shape:
-            n *= s
-        if n != 1:
+        if math.prod(shape) != 1:
             raise ValueError(
-                f"{name}: expected a scalar or an array of the inputs' shape {ctx.shape}, got shape {shape}"
+                f"{name}: expected a scalar or an array of the inputs' shape {ctx.shape} (the shape of "
+                f"{ctx.ref_name}), got shape {shape}"
             )
         value = xp.reshape(value, ())
     if value.dtype != ctx.dtype:
@@ -537,15 +586,18 @@ def vtrace_advantage_estimate(
     xp, ax = ctx.xp, ctx.ax
     g = _coef(ctx, gamma, "gamma")
     rho = xp.exp(log_pi - log_mu)
-    rho_bar = xp.clip(rho, max=_coef(ctx, rho_thresh, "rho_thresh"))
-    c_bar = xp.clip(rho, max=_coef(ctx, c_thresh, "c_thresh"))
+    rho_bar = xp.clip(rho, max=_coef(ctx, rho_thresh, "rho_thresh", **_THRESHOLD_RANGE))
+    c_bar = xp.clip(rho, max=_coef(ctx, c_thresh, "c_thresh", **_THRESHOLD_RANGE))
     delta = rho_bar * (reward + g * _masked(ctx, terminated, next_state_value) - state_value)
     c = xp.where(done, ctx.zero, g * c_bar)
     vs = _scan(ctx, delta, c) + state_value
     T = ctx.shape[ax]
-    lead = (slice(None),) * ax
-    vs_next = xp.concat([vs[lead + (slice(1, T), ...)], next_state_value[lead + (slice(T - 1, T), ...)]], axis=ax)
-    vs_next = xp.where(done, next_state_value, vs_next)
+    if T == 0:  # static shape: an empty rollout (the slices below would start out of bounds)
+        vs_next = next_state_value
+    else:
+        lead = (slice(None),) * ax
+        vs_next = xp.concat([vs[lead + (slice(1, T), ...)], next_state_value[lead + (slice(T - 1, T), ...)]], axis=ax)
+        vs_next = xp.where(done, next_state_value, vs_next)
     adv = rho_bar * (reward + g * _masked(ctx, terminated, vs_next) - state_value)
     return adv, vs
 
