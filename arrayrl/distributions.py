@@ -19,7 +19,11 @@ Common interface (shapes: ``S`` sample shape, ``B`` batch shape, ``E`` event sha
 
 Validation: shapes and dtypes are always checked (``ValueError``/``TypeError`` naming the argument). Checks that
 read data (``scale > 0``, ``high > low`` for array bounds, ``value`` inside the support) force a device
-synchronisation, so they run only with ``validate_args=True`` (off by default, as TorchRL turns torch's off).
+synchronisation, so they run only with ``validate_args=True`` (off by default, as TorchRL turns torch's off). The
+one exception is the class index of :class:`Categorical`/:class:`OneHotCategorical` ``log_prob``, a gather that would
+otherwise wrap ``-1`` around or read garbage on torch: with ``validate_args=None`` (their default) it follows the
+process-wide policy of :mod:`arrayrl._validate` (checked for CPU arrays, skipped on GPUs, unless
+``arrayrl.set_validate_args`` says otherwise); ``True``/``False`` force it on/off.
 
 Divergences from TorchRL 0.14.1 (``torchrl_compat=True`` reproduces TorchRL):
 
@@ -39,6 +43,7 @@ from typing import Any, Sequence
 from . import ops
 from ._backend import backend_name, device_of, is_taped, namespace_of
 from ._checks import check_array, check_floating, check_integer
+from ._validate import check_index_range
 from .autodiff import defvjp, primitive, stop_gradient
 
 __all__ = [
@@ -649,10 +654,13 @@ class Categorical(Distribution):
     arg-max.
 
     Args:
-        validate_args: check ``probs >= 0`` and that ``log_prob`` values lie in ``[0, K)``.
+        validate_args: ``True``: check ``probs >= 0`` and that ``log_prob`` values lie in ``[0, K)``; ``None``
+            (default): only the index range, under the :mod:`arrayrl._validate` policy (on for CPU arrays);
+            ``False``: no data check. An index outside ``[0, K)`` raises
+            :class:`arrayrl._validate.IndexRangeError` (an ``IndexError`` and a ``ValueError``).
     """
 
-    def __init__(self, logits: Any = None, probs: Any = None, *, validate_args: bool = False):
+    def __init__(self, logits: Any = None, probs: Any = None, *, validate_args: bool | None = None):
         if (logits is None) == (probs is None):
             raise ValueError("logits, probs: give exactly one of them")
         name, p = ("logits", logits) if logits is not None else ("probs", probs)
@@ -674,14 +682,13 @@ class Categorical(Distribution):
             self.logits = xp.log(xp.clip(self.probs, min=eps, max=1 - eps))
         self.batch_shape, self.event_shape = tuple(p.shape[:-1]), ()
 
-    def _index_log_prob(self, index: Any) -> Any:
+    def _index_log_prob(self, index: Any, *, in_range: bool = False) -> Any:
+        """Gather ``logits`` at ``index`` (``in_range``: the caller knows the indices are valid, e.g. an arg-max)."""
         check_integer(index, "value")
         index = _sg(index)  # indices carry no gradient
         _check_value(index, self.batch_shape)
-        if self.validate_args:
-            raw = _raw_xp(namespace_of(index))
-            if not bool(raw.all(raw.logical_and(index >= 0, index < self.num_categories))):
-                raise ValueError(f"value: expected class indices in [0, {self.num_categories}) (validate_args=True)")
+        if not in_range:
+            check_index_range(index, self.num_categories, "value", enabled=self.validate_args)
         xp = namespace_of(self.logits, index)
         lp = self.logits
         full = tuple(index.shape) + (self.num_categories,)
@@ -740,7 +747,7 @@ class OneHotCategorical(Categorical):
     has_rsample = True
 
     def __init__(self, logits: Any = None, probs: Any = None, grad_method: str = "pass_through", *,
-                 validate_args: bool = False):
+                 validate_args: bool | None = None):
         if grad_method not in ("pass_through", "PassThrough"):
             raise ValueError(f"grad_method: only 'pass_through' is supported, got {grad_method!r}")
         super().__init__(logits, probs, validate_args=validate_args)
@@ -760,7 +767,7 @@ class OneHotCategorical(Categorical):
             ok = xp.all(xp.logical_or(v == 0, v == 1)) and xp.all(xp.sum(xp.astype(v, xp.int64), axis=-1) == 1)
             if not bool(ok):
                 raise ValueError("value: expected one-hot vectors (0/1 entries, one 1 per row) (validate_args=True)")
-        return self._index_log_prob(xp.asarray(xp.astype(xp.argmax(v, axis=-1), xp.int64)))
+        return self._index_log_prob(xp.asarray(xp.astype(xp.argmax(v, axis=-1), xp.int64)), in_range=True)
 
     def sample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
         return self._one_hot(self._sample_index(generator, sample_shape, noise))

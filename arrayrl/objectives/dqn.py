@@ -16,10 +16,12 @@ from typing import Any, Mapping
 
 from .. import data as _data
 from .._backend import namespace_of
+from .._checks import check_min_rank
+from .._validate import check_choice, check_evenly_spaced, check_flag, check_number
 from . import functional as F
 from ._nets import action_values, as_keyed, as_qvalue_actor, find_action_space
 from .common import LossModule
-from .utils import distance_loss, step_mdp, stop_gradient
+from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
 
 __all__ = ["DQNLoss", "DistributionalDQNLoss"]
 
@@ -30,13 +32,23 @@ _GAMMA_ERROR = (
 _PRIORITY_KEY_ERROR = "Setting 'priority' via the constructor is deprecated, use .set_keys(priority='some_key') instead."
 
 
-def _check_common(loss_function: str | None, reduction: str | None) -> tuple[str, str]:
+def _check_common(loss_function: str | None, reduction: str | None, use_prioritized_weights: Any = "auto",
+                  **flags: Any) -> tuple[str, str]:
+    """Validate the constructor arguments every value loss shares (``ValueError``/``TypeError`` naming them):
+    ``reduction``, ``loss_function``, ``use_prioritized_weights`` and the boolean ``flags`` (``delay_value``...)."""
     reduction = "mean" if reduction is None else reduction
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction: expected 'mean', 'sum' or 'none', got {reduction!r}")
-    if loss_function is not None and loss_function not in ("l1", "l2", "smooth_l1"):
-        raise ValueError(f"loss_function: expected 'l1', 'l2' or 'smooth_l1', got {loss_function!r}")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
+    if loss_function is not None:
+        check_choice(loss_function, "loss_function", ("l1", "l2", "smooth_l1"))
+    check_choice(use_prioritized_weights, "use_prioritized_weights", ("auto", True, False))
+    for name, value in flags.items():
+        check_flag(value, name)
     return loss_function, reduction
+
+
+def _steps_key(estimator: Any) -> Any:
+    """The n-step key the value estimator reads (``steps_to_next_obs`` by default)."""
+    return getattr(getattr(estimator, "tensor_keys", None), "steps_to_next_obs", "steps_to_next_obs")
 
 
 def _trailing(x: Any) -> Any:
@@ -118,6 +130,7 @@ class DQNLoss(LossModule):
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss",)
+    _POLICY_NETWORK = "value_network"  # loss.policy: the Q-value actor
 
     def __init__(
         self,
@@ -137,11 +150,11 @@ class DQNLoss(LossModule):
             raise TypeError(_GAMMA_ERROR)
         if priority_key is not None:
             raise TypeError(_PRIORITY_KEY_ERROR)
+        loss_function, reduction = _check_common(loss_function, reduction, use_prioritized_weights,
+                                                 delay_value=delay_value, double_dqn=double_dqn,
+                                                 torchrl_compat=torchrl_compat)
         if double_dqn and not delay_value:
             raise ValueError("double_dqn=True requires delay_value=True.")
-        loss_function, reduction = _check_common(loss_function, reduction)
-        if use_prioritized_weights not in ("auto", True, False):
-            raise ValueError(f"use_prioritized_weights: expected 'auto', True or False, got {use_prioritized_weights!r}")
         self.reduction = reduction
         super().__init__()
         self.loss_function = loss_function
@@ -193,7 +206,11 @@ class DQNLoss(LossModule):
         q = action_values(net, params["value_network"], batch, tk.action_value)
         action = _data.get(batch, tk.action, what="action")
         pred = F.chosen_action_value(q, action, self.action_space, name=_data.key_str(tk.action))
-        next_value = stop_gradient(self._next_value(step_mdp(batch)))
+        batch_shape = tuple(pred.shape)
+        check_transition(batch, tk, batch_shape, steps_key=_steps_key(self.value_estimator),
+                         weight_key=tk.priority_weight)
+        next_value = stop_gradient(self._next_value(step_mdp(batch, net.in_keys)))
+        check_next_value(next_value, batch_shape + (1,), net.in_keys, "next action value")
         target = self.value_estimator.value_estimate(batch, next_value=next_value)
         target = stop_gradient(namespace_of(target).squeeze(target, axis=-1))
         diff = stop_gradient(pred) - target
@@ -219,8 +236,10 @@ class DistributionalDQNLoss(LossModule):
             log-probabilities).
 
     Keyword Args:
-        gamma: discount (required, as TorchRL; an attribute that can be changed later).
-        support: the atoms ``z`` ``[atoms]`` (default: ``value_network.support``).
+        gamma: discount in ``[0, 1]`` (required, as TorchRL; an attribute that can be changed later).
+        support: the atoms ``z`` ``[atoms]`` (default: ``value_network.support``): strictly increasing and evenly
+            spaced (checked once, at construction; ``ValueError`` otherwise). The network's ``action_value`` must
+            have ``atoms`` entries in its axis -2 (``ValueError`` naming the key otherwise).
         delay_value: keep a target copy (default ``True``).
         action_space: ``"one_hot"`` (default) or ``"categorical"``.
         reduction, use_prioritized_weights: as :class:`DQNLoss`.
@@ -241,6 +260,7 @@ class DistributionalDQNLoss(LossModule):
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0",)
     _OUT_KEYS = ("loss",)
+    _POLICY_NETWORK = "value_network"
 
     def __init__(
         self,
@@ -256,7 +276,8 @@ class DistributionalDQNLoss(LossModule):
     ) -> None:
         if priority_key is not None:
             raise TypeError(_PRIORITY_KEY_ERROR)
-        _, reduction = _check_common(None, reduction)
+        _, reduction = _check_common(None, reduction, use_prioritized_weights, delay_value=delay_value)
+        check_number(gamma, "gamma", low=0.0, high=1.0)
         self.reduction = reduction
         super().__init__()
         self.gamma = gamma
@@ -266,11 +287,11 @@ class DistributionalDQNLoss(LossModule):
         support = getattr(value_network, "support", None) if support is None else support
         if support is None:
             raise ValueError("support: give the atoms of the value distribution (support=) or a network with .support")
+        check_evenly_spaced(support, "support")
         self.support = support
         space = action_space if action_space is not None else getattr(value_network, "action_space", None)
-        self.action_space = F.normalize_action_space(space) if space is not None else "one_hot"
-        if self.action_space not in ("one_hot", "categorical"):
-            raise ValueError(f"action_space: expected 'one_hot' or 'categorical', got {self.action_space!r}")
+        self.action_space = check_choice(F.normalize_action_space(space) if space is not None else "one_hot",
+                                         "action_space", ("one_hot", "categorical"))
         self.convert_to_functional(net, "value_network", create_target_params=delay_value)
 
     def make_value_estimator(self, value_type: Any = None, **hyperparams: Any) -> "DistributionalDQNLoss":
@@ -294,8 +315,13 @@ class DistributionalDQNLoss(LossModule):
         tk = self.tensor_keys
         net = self._networks["value_network"]
         log_probs = _data.get(net.apply(params["value_network"], batch), tk.action_value, what="log-probabilities")
-        nb = step_mdp(batch)
+        log_probs_name = f"{_data.key_str(tk.action_value)} (log-probabilities of the value network)"
+        check_min_rank(log_probs, 2, log_probs_name)
+        check_transition(batch, tk, tuple(log_probs.shape[:-2]), steps_key=tk.steps_to_next_obs,
+                         weight_key=tk.priority_weight)
+        nb = step_mdp(batch, net.in_keys)
         next_online = _data.get(net.apply(stop_gradient(self._params["value_network"]), nb), tk.action_value)
+        check_next_value(next_online, tuple(log_probs.shape), net.in_keys, "next-state log-probabilities")
         next_target = _data.get(net.apply(self._target_tree("value_network"), nb), tk.action_value)
         done = _data.get(batch, ("next", tk.done))
         terminated = _data.get_or(batch, ("next", tk.terminated), done)
@@ -311,6 +337,8 @@ class DistributionalDQNLoss(LossModule):
             steps_to_next_obs=_data.get_or(batch, tk.steps_to_next_obs, None),
             reduction="none",
             action_space=self.action_space,
+            log_probs_name=log_probs_name,
+            action_name=_data.key_str(tk.action),
         )
         per = res["loss"]
         self._write_priority(batch, _trailing(res["td_error"]))

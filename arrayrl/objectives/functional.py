@@ -16,16 +16,20 @@ Families:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Sequence
 
 from .._backend import namespace_of
-from .._checks import check_array, check_floating, check_integer, check_min_rank
+from .._checks import check_array, check_bool, check_floating, check_integer, check_min_rank
+from .._validate import check_index_range, check_number
 from .utils import distance_loss, reduce_loss, stop_gradient
 
 __all__ = [
     "ACTION_SPACES",
     "normalize_action_space",
     "per_sample",
+    "categorical_index",
+    "check_one_hot",
     "chosen_action_value",
     "greedy_action_value",
     "greedy_action_index",
@@ -65,34 +69,74 @@ def normalize_action_space(action_space: Any) -> str:
     raise ValueError(f"action_space: expected one of {ACTION_SPACES} or a TorchRL discrete spec, got {action_space!r}")
 
 
-def per_sample(x: Any, batch_shape: tuple, name: str) -> Any:
-    """``x`` of shape ``[*B]`` or ``[*B, 1]`` (TorchRL's trailing singleton) returned as ``[*B]``; else ValueError."""
+def per_sample(x: Any, batch_shape: tuple, name: str, ref: str | None = None) -> Any:
+    """``x`` of shape ``[*B]`` or ``[*B, 1]`` (TorchRL's trailing singleton) returned as ``[*B]``; else ValueError
+    (naming ``name`` and ``ref``, the input ``B`` comes from)."""
     check_array(x, name)
     shape = tuple(x.shape)
     if shape == tuple(batch_shape):
         return x
     if shape == tuple(batch_shape) + (1,):
         return namespace_of(x).squeeze(x, axis=-1)
-    raise ValueError(f"{name}: expected shape {tuple(batch_shape)} or {tuple(batch_shape) + (1,)}, got {shape}")
+    origin = f" (the batch shape of {ref})" if ref else ""
+    raise ValueError(f"{name}: expected shape {tuple(batch_shape)} or {tuple(batch_shape) + (1,)}{origin}, got {shape}")
 
 
-def _float_action(action: Any, like: Any, name: str) -> Any:
+def _float_action(action: Any, like: Any) -> Any:
     xp = namespace_of(like, action)
     return xp.astype(action, like.dtype) if action.dtype != like.dtype else action
+
+
+def _check_scalar(value: Any, name: str, **interval: Any) -> None:
+    """Check a hyper-parameter given as a Python/NumPy number (arrays are data: left to the caller)."""
+    if isinstance(value, numbers.Real):
+        check_number(value, name, **interval)
+
+
+def _check_discount(gamma: Any) -> None:
+    _check_scalar(gamma, "gamma", low=0.0, high=1.0)
+
+
+def _check_floats(**arrays: Any) -> None:
+    """Every array must have a real floating dtype (``TypeError`` naming it)."""
+    for name, a in arrays.items():
+        check_floating(a, name)
+
+
+def categorical_index(action: Any, batch_shape: tuple, n: int, name: str = "action", ref: str | None = None) -> Any:
+    """Integer action indices ``[*B]`` or ``[*B, 1]`` as ``[*B]``, checked to lie in ``[0, n)`` under the
+    :mod:`arrayrl._validate` policy (``-1`` would wrap around, ``n`` reads garbage on torch); ``ref`` names where
+    ``B`` comes from."""
+    check_integer(action, name)
+    idx = per_sample(action, batch_shape, name, ref)
+    check_index_range(idx, n, name)
+    return idx
+
+
+def check_one_hot(action: Any, shape: tuple, name: str = "action", space: str = "one_hot") -> None:
+    """``action`` (a ``space`` action: one-hot, multi-one-hot or binary) must have the shape of the action values."""
+    check_array(action, name)
+    if tuple(action.shape) != tuple(shape):
+        raise ValueError(
+            f"{name}: expected a {space} action of shape {tuple(shape)} (the shape of the action values: "
+            f"{shape[-1]} actions), got {tuple(action.shape)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------- DQN family
 def chosen_action_value(action_value: Any, action: Any, action_space: str = "one_hot", *, name: str = "action") -> Any:
     """``Q(s, a)`` for the data action, shape ``[*B]``.
 
-    * ``categorical``: ``action`` holds integer indices of shape ``[*B]`` or ``[*B, 1]``; gathered with
-      ``take_along_axis``.
+    * ``categorical``: ``action`` holds integer indices of shape ``[*B]`` or ``[*B, 1]`` in ``[0, nA)`` (checked
+      under the :mod:`arrayrl._validate` policy); gathered with ``take_along_axis``.
     * ``one_hot``, ``mult_one_hot``, ``binary``: ``action`` has ``action_value``'s shape ``[*B, nA]`` (bool, int or
       float); the result is ``sum_k Q_k a_k`` (TorchRL: several ones sum several values).
 
     Raises:
         TypeError: a float categorical action.
         ValueError: shapes that do not fit ``action_value`` ``[*B, nA]``.
+        IndexError: a categorical index outside ``[0, nA)`` (:class:`arrayrl._validate.IndexRangeError`, also a
+            ``ValueError``), when validation is on.
     """
     check_min_rank(action_value, 1, "action_value")
     check_floating(action_value, "action_value")
@@ -100,16 +144,10 @@ def chosen_action_value(action_value: Any, action: Any, action_space: str = "one
     xp = namespace_of(action_value, action)
     batch_shape = tuple(action_value.shape[:-1])
     if space == "categorical":
-        check_integer(action, name)
-        idx = per_sample(action, batch_shape, name)
+        idx = categorical_index(action, batch_shape, action_value.shape[-1], name, "action_value")
         return xp.squeeze(xp.take_along_axis(action_value, idx[..., None], axis=-1), axis=-1)
-    check_array(action, name)
-    if tuple(action.shape) != tuple(action_value.shape):
-        raise ValueError(
-            f"{name}: expected a {space} action of shape {tuple(action_value.shape)} (the shape of the action "
-            f"values), got {tuple(action.shape)}"
-        )
-    return xp.sum(action_value * _float_action(action, action_value, "action"), axis=-1)
+    check_one_hot(action, tuple(action_value.shape), name, space)
+    return xp.sum(action_value * _float_action(action, action_value), axis=-1)
 
 
 def greedy_action_index(action_value: Any) -> Any:
@@ -153,6 +191,7 @@ def double_q_next_value(next_q_online: Any, next_q_target: Any) -> Any:
 
     The online values only choose the action (no gradient flows through them).
     """
+    _check_floats(next_q_online=next_q_online, next_q_target=next_q_target)
     if tuple(next_q_online.shape) != tuple(next_q_target.shape):
         raise ValueError(
             f"next_q_target: expected shape {tuple(next_q_online.shape)} (the shape of next_q_online), "
@@ -167,6 +206,10 @@ def td0_target(reward: Any, next_value: Any, terminated: Any, gamma: Any, steps_
     """One-step target ``y = r + gamma**n * (1 - terminated) * V(s')`` (``terminated`` selects, so a NaN ``V(s')``
     at a terminal step does not leak). All inputs ``[*B]`` (same shape); ``n`` defaults to 1."""
     xp = namespace_of(reward, next_value, terminated, steps_to_next_obs)
+    _check_discount(gamma)
+    check_floating(reward, "reward")
+    check_floating(next_value, "next_value")
+    check_bool(terminated, "terminated")
     shape = tuple(reward.shape)
     for name, a in (("next_value", next_value), ("terminated", terminated), ("steps_to_next_obs", steps_to_next_obs)):
         if a is not None and tuple(a.shape) != shape:
@@ -202,6 +245,8 @@ def dqn_loss(
     :func:`chosen_action_value`; ``reward``, ``terminated``, ``weights``, ``steps_to_next_obs`` ``[*B]`` or
     ``[*B, 1]``. Returns ``{"loss", "pred", "target", "td_error"}`` with ``td_error = (pred - y)**2`` (no tape).
     """
+    check_min_rank(q_values, 1, "q_values")
+    check_floating(q_values, "q_values")
     batch_shape = tuple(q_values.shape[:-1])
     if tuple(next_q_target.shape) != tuple(q_values.shape):
         raise ValueError(
@@ -214,11 +259,12 @@ def dqn_loss(
         nxt = double_q_next_value(next_q_online, next_q_target)
     else:
         nxt = greedy_action_value(next_q_target, action_space, var_nums=var_nums)
-    r = per_sample(reward, batch_shape, "reward")
-    term = per_sample(terminated, batch_shape, "terminated")
-    n = None if steps_to_next_obs is None else per_sample(steps_to_next_obs, batch_shape, "steps_to_next_obs")
+    r = per_sample(reward, batch_shape, "reward", "q_values")
+    term = per_sample(terminated, batch_shape, "terminated", "q_values")
+    n = None if steps_to_next_obs is None else per_sample(steps_to_next_obs, batch_shape, "steps_to_next_obs",
+                                                          "q_values")
     y = stop_gradient(td0_target(r, stop_gradient(nxt), term, gamma, n))
-    w = None if weights is None else per_sample(weights, batch_shape, "weights")
+    w = None if weights is None else per_sample(weights, batch_shape, "weights", "q_values")
     loss = reduce_loss(distance_loss(pred, y, loss_function), reduction, weights=w)
     diff = stop_gradient(pred) - y
     return {"loss": loss, "pred": pred, "target": y, "td_error": diff * diff}
@@ -239,6 +285,7 @@ def c51_projection(next_probs: Any, reward: Any, terminated: Any, support: Any, 
     mass of ``next_probs``.
     """
     xp = namespace_of(next_probs, reward, support)
+    _check_floats(next_probs=next_probs, support=support)
     next_probs, reward, support = stop_gradient(next_probs), stop_gradient(reward), stop_gradient(support)
     atoms = support.shape[-1]
     if support.ndim != 1 or atoms < 2:
@@ -248,7 +295,12 @@ def c51_projection(next_probs: Any, reward: Any, terminated: Any, support: Any, 
         raise ValueError(f"next_probs: expected {atoms} atoms in the last axis (the support), got {tuple(next_probs.shape)}")
     for name, a in (("reward", reward), ("terminated", terminated)):
         if tuple(a.shape) != batch_shape:
-            raise ValueError(f"{name}: expected shape {batch_shape}, got {tuple(a.shape)}")
+            raise ValueError(
+                f"{name}: expected shape {batch_shape} (the batch shape of next_probs [*B, atoms]), "
+                f"got {tuple(a.shape)}"
+            )
+    check_floating(reward, "reward")
+    check_bool(terminated, "terminated")
     v_min, v_max = support[0], support[atoms - 1]
     dz = (v_max - v_min) / (atoms - 1)
     if not isinstance(discount, (int, float)):
@@ -277,6 +329,8 @@ def distributional_dqn_loss(
     reduction: str = "mean",
     weights: Any = None,
     action_space: str = "one_hot",
+    log_probs_name: str = "log_probs",
+    action_name: str = "action",
 ) -> dict:
     """C51 cross-entropy loss with TorchRL's (Rainbow's) double-Q action choice.
 
@@ -286,24 +340,35 @@ def distributional_dqn_loss(
     Shapes: ``log_probs`` and the two next log-probs ``[*B, atoms, nA]`` (log-softmax over atoms); ``action``
     ``[*B, nA]`` one-hot or ``[*B]``/``[*B, 1]`` indices; ``reward``, ``terminated`` ``[*B]`` or ``[*B, 1]``.
     Returns ``{"loss", "td_error"}`` with ``td_error = loss_b`` (no tape).
+
+    ``log_probs_name``/``action_name`` name those inputs in error messages (the loss class passes its keys).
     """
     xp = namespace_of(log_probs, next_log_probs_target, support)
-    check_min_rank(log_probs, 2, "log_probs")
+    check_min_rank(log_probs, 2, log_probs_name)
+    check_floating(log_probs, log_probs_name)
+    _check_floats(next_log_probs_online=next_log_probs_online, next_log_probs_target=next_log_probs_target)
+    check_min_rank(support, 1, "support")
     batch_shape = tuple(log_probs.shape[:-2])
     atoms, n_act = log_probs.shape[-2], log_probs.shape[-1]
+    if tuple(support.shape) != (atoms,):
+        raise ValueError(
+            f"{log_probs_name}: expected {support.shape[0]} atoms (the length of support) in axis -2 of "
+            f"[*B, atoms, n_actions], got shape {tuple(log_probs.shape)}"
+        )
     for name, a in (("next_log_probs_online", next_log_probs_online), ("next_log_probs_target", next_log_probs_target)):
         if tuple(a.shape) != tuple(log_probs.shape):
-            raise ValueError(f"{name}: expected shape {tuple(log_probs.shape)} (the shape of log_probs), got {tuple(a.shape)}")
+            raise ValueError(
+                f"{name}: expected shape {tuple(log_probs.shape)} (the shape of {log_probs_name}), got {tuple(a.shape)}"
+            )
+    _check_discount(gamma)
     space = normalize_action_space(action_space)
     if space == "categorical":
-        check_integer(action, "action")
-        idx = per_sample(action, batch_shape, "action")
+        idx = categorical_index(action, batch_shape, n_act, action_name, log_probs_name)
         idx = xp.broadcast_to(xp.reshape(idx, batch_shape + (1, 1)), batch_shape + (atoms, 1))
         log_p_a = xp.squeeze(xp.take_along_axis(log_probs, idx, axis=-1), axis=-1)
     elif space == "one_hot":
-        if tuple(action.shape) != batch_shape + (n_act,):
-            raise ValueError(f"action: expected a one-hot action of shape {batch_shape + (n_act,)}, got {tuple(action.shape)}")
-        a = xp.expand_dims(_float_action(action, log_probs, "action"), axis=-2)
+        check_one_hot(action, batch_shape + (n_act,), action_name)
+        a = xp.expand_dims(_float_action(action, log_probs), axis=-2)
         log_p_a = xp.sum(log_probs * a, axis=-1)
     else:
         raise ValueError(f"action_space: DistributionalDQNLoss supports 'one_hot' and 'categorical', got {space!r}")
@@ -314,22 +379,24 @@ def distributional_dqn_loss(
         xp.reshape(greedy_action_index(q_online), batch_shape + (1, 1)), batch_shape + (atoms, 1)
     )
     p_next = xp.squeeze(xp.take_along_axis(xp.exp(stop_gradient(next_log_probs_target)), a_star, axis=-1), axis=-1)
-    r = per_sample(reward, batch_shape, "reward")
-    term = per_sample(terminated, batch_shape, "terminated")
+    r = per_sample(reward, batch_shape, "reward", log_probs_name)
+    term = per_sample(terminated, batch_shape, "terminated", log_probs_name)
     if steps_to_next_obs is None:
         disc: Any = gamma
     else:
-        n = per_sample(steps_to_next_obs, batch_shape, "steps_to_next_obs")
+        n = per_sample(steps_to_next_obs, batch_shape, "steps_to_next_obs", log_probs_name)
         disc = gamma ** xp.astype(n, r.dtype)
     m = c51_projection(p_next, r, term, sup, disc)
     per = -xp.sum(xp.multiply(m, log_p_a), axis=-1)
-    w = None if weights is None else per_sample(weights, batch_shape, "weights")
+    w = None if weights is None else per_sample(weights, batch_shape, "weights", log_probs_name)
     return {"loss": reduce_loss(per, reduction, weights=w), "td_error": stop_gradient(per)}
 
 
 # ------------------------------------------------------------------------------------------- IQL
 def expectile_loss(diff: Any, expectile: float) -> Any:
-    """Asymmetric L2 ``|tau - 1(u < 0)| u**2`` with ``u = diff`` (weight ``tau`` if ``u > 0`` else ``1 - tau``)."""
+    """Asymmetric L2 ``|tau - 1(u < 0)| u**2`` with ``u = diff`` (weight ``tau`` if ``u > 0`` else ``1 - tau``);
+    ``expectile`` in ``(0, 1)`` (``ValueError`` otherwise: outside it a weight is negative)."""
+    _check_scalar(expectile, "expectile", low=0.0, high=1.0, low_open=True, high_open=True)
     xp = namespace_of(diff)
     one = xp.ones_like(stop_gradient(diff))
     w = xp.where(stop_gradient(diff) > 0, expectile * one, (1.0 - expectile) * one)
@@ -338,6 +405,7 @@ def expectile_loss(diff: Any, expectile: float) -> Any:
 
 def iql_value_loss(min_q: Any, value: Any, expectile: float) -> Any:
     """IQL value loss (eq. 5): ``L2^tau(sg(min_i Q_target_i(s, a)) - V(s))``, elementwise ``[*B]``."""
+    _check_floats(min_q=min_q, value=value)
     if tuple(min_q.shape) != tuple(value.shape):
         raise ValueError(f"value: expected shape {tuple(min_q.shape)} (the shape of min_q), got {tuple(value.shape)}")
     sg_min_q = stop_gradient(min_q)
@@ -351,6 +419,9 @@ def iql_actor_loss(log_prob: Any, min_q: Any, value: Any, temperature: float, ma
     TorchRL. Shapes ``[*B]``, elementwise.
     """
     xp = namespace_of(log_prob, min_q, value)
+    _check_scalar(temperature, "temperature", low=0.0, low_open=True)
+    _check_scalar(max_weight, "max_weight", low=0.0, low_open=True)
+    _check_floats(log_prob=log_prob, min_q=min_q, value=value)
     for name, a in (("min_q", min_q), ("value", value)):
         if tuple(a.shape) != tuple(log_prob.shape):
             raise ValueError(f"{name}: expected shape {tuple(log_prob.shape)} (the shape of log_prob), got {tuple(a.shape)}")
@@ -365,6 +436,8 @@ def ensemble_critic_loss(pred: Any, target: Any, loss_function: str = "smooth_l1
     ``pred`` ``[N, *B]``, ``target`` ``[*B]`` (broadcast over the members explicitly, never silently).
     """
     xp = namespace_of(pred, target)
+    _check_floats(pred=pred, target=target)
+    check_min_rank(pred, 1, "pred")
     if tuple(pred.shape[1:]) != tuple(target.shape):
         raise ValueError(f"target: expected shape {tuple(pred.shape[1:])} (pred without its ensemble axis), got {tuple(target.shape)}")
     y = xp.broadcast_to(xp.expand_dims(stop_gradient(target), axis=0), tuple(pred.shape))
@@ -374,7 +447,17 @@ def ensemble_critic_loss(pred: Any, target: Any, loss_function: str = "smooth_l1
 
 # ------------------------------------------------------------------------------------------- mixers
 def mixer_td_loss(global_value: Any, target: Any, loss_function: str = "l2") -> tuple:
-    """QMIX/VDN TD loss ``mean(dist(Q_tot, sg(y)))`` (plain mean, as TorchRL) and ``td_error = (Q_tot - y)**2``."""
+    """QMIX/VDN TD loss ``mean(dist(Q_tot, sg(y)))`` (plain mean, as TorchRL) and ``td_error = (Q_tot - y)**2``.
+
+    ``global_value`` (the mixed ``Q_tot``) and ``target`` (``y``) must have the same shape ``[*B]``.
+    """
+    check_floating(global_value, "global_value")
+    check_floating(target, "target")
+    if tuple(target.shape) != tuple(global_value.shape):
+        raise ValueError(
+            f"target: expected shape {tuple(global_value.shape)} (the shape of global_value, the mixed value), "
+            f"got {tuple(target.shape)}"
+        )
     xp = namespace_of(global_value, target)
     y = stop_gradient(target)
     diff = stop_gradient(global_value) - y

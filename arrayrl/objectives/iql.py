@@ -12,6 +12,12 @@ tree with a leading member axis), per sample::
     entropy    = -mean log pi(a | s)                            (the data log-likelihood, TorchRL's logging value)
 
 ``td_error = max_i (Q_i - y)**2`` ``[*B]`` is written into the caller's batch.
+
+Divergences from TorchRL 0.14.1 (docs/divergences.md; ``torchrl_compat=True`` reproduces TorchRL): TorchRL's
+``qvalue_loss`` selects ``("next", ...)``, the actor's inputs and the action before the value estimator runs, so it
+drops ``steps_to_next_obs`` (an n-step batch is discounted by ``gamma`` instead of ``gamma**n``), and
+``IQLLoss`` (not ``DiscreteIQLLoss``) also drops the ``("collector", "mask")``/``"shifted_valid"`` masks from
+``loss_qvalue``. arrayrl uses both by default.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from typing import Any, Mapping
 
 from .. import data as _data
 from .._backend import namespace_of
+from .._checks import check_floating, check_integer
+from .._validate import check_choice, check_number
 from . import functional as F
 from ._nets import ensemble_apply, keyed_output, make_ensemble
 from .common import LossModule
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common
-from .utils import step_mdp, stop_gradient
+from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
+from .utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["IQLLoss", "DiscreteIQLLoss"]
 
@@ -35,6 +43,15 @@ def _squeeze_last(x: Any, name: str) -> Any:
     if x.ndim == 0 or x.shape[-1] != 1:
         raise ValueError(f"{name}: expected a trailing singleton dimension [..., 1], got shape {tuple(x.shape)}")
     return namespace_of(x).squeeze(x, axis=-1)
+
+
+def _check_batch_shape(x: Any, batch_shape: tuple, name: str, what: str) -> None:
+    """``x`` (a network output without its ensemble/trailing axes) must have the policy's batch shape."""
+    if tuple(x.shape) != tuple(batch_shape):
+        raise ValueError(
+            f"{name} ({what}): expected batch shape {tuple(batch_shape)} (that of the policy's log-probability), "
+            f"got {tuple(x.shape)}"
+        )
 
 
 class IQLLoss(LossModule):
@@ -49,10 +66,10 @@ class IQLLoss(LossModule):
         value_network: a keyed value network writing ``state_value`` ``[*B, 1]``.
 
     Keyword Args:
-        num_qvalue_nets: ensemble size (default 2; 1 keeps an un-expanded tree).
+        num_qvalue_nets: ensemble size, an integer ``>= 1`` (default 2; 1 keeps an un-expanded tree).
         loss_function: critic distance, ``"smooth_l1"`` (default), ``"l2"``, ``"l1"``.
-        temperature: ``beta`` of the advantage weights (default 1.0).
-        expectile: ``tau`` of the value loss (default 0.5).
+        temperature: ``beta > 0`` of the advantage weights (default 1.0).
+        expectile: ``tau`` in ``(0, 1)`` of the value loss (default 0.5).
         separate_losses: accepted for compatibility; arrayrl networks never share parameter trees, so each loss
             term already trains only its own networks' shared-nothing trees.
         reduction: ``"mean"`` (default), ``"sum"``, ``"none"``.
@@ -60,6 +77,13 @@ class IQLLoss(LossModule):
         scalar_output_mode: with ``reduction="none"``, ``"non_tensor"`` keeps ``entropy`` (a scalar) in the outputs;
             otherwise it is excluded (with a warning if not set to ``"exclude"``).
         generator: an :class:`arrayrl.random.Generator` for the ensemble expansion of a single critic.
+        torchrl_compat: ``False`` (default): ``loss_qvalue`` discounts by ``gamma**steps_to_next_obs`` and honours
+            the batch masks (the paper, and what the other terms do). ``True``: TorchRL 0.14.1's numbers, which
+            ignore ``steps_to_next_obs`` for the critic target and (``IQLLoss`` only) the masks for ``loss_qvalue``.
+
+    Bad hyper-parameters (``num_qvalue_nets=2.5``, ``temperature <= 0``, ``expectile`` outside ``(0, 1)``, NaN...)
+    raise ``ValueError``/``TypeError`` naming the argument. The action is checked against the policy's batch and
+    event shape (and dtype), naming its key.
 
     Example (the twin of TorchRL's docstring example: obs 3, action 4, batch 2)::
 
@@ -130,20 +154,25 @@ class IQLLoss(LossModule):
         deactivate_vmap: bool = False,
         scalar_output_mode: str | None = None,
         generator: Any = None,
+        torchrl_compat: bool = False,
     ) -> None:
         if gamma is not None:
             raise TypeError(_GAMMA_ERROR)
         if priority_key is not None:
             raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(loss_function, reduction)
+        loss_function, reduction = _check_common(loss_function, reduction, separate_losses=separate_losses,
+                                                 deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
+        num_qvalue_nets = check_number(num_qvalue_nets, "num_qvalue_nets", low=1, integer=True)
+        check_number(temperature, "temperature", low=0.0, low_open=True)
+        check_number(expectile, "expectile", low=0.0, high=1.0, low_open=True, high_open=True)
+        if scalar_output_mode is not None:
+            check_choice(scalar_output_mode, "scalar_output_mode", ("exclude", "non_tensor"))
         if value_network is None:
             raise ValueError("value_network: IQLLoss needs a state-value network V(s)")
         if not hasattr(actor_network, "get_dist"):
             raise TypeError(
                 f"actor_network: expected a probabilistic actor with get_dist(params, batch), got {type(actor_network).__name__}"
             )
-        if int(num_qvalue_nets) < 1:
-            raise ValueError(f"num_qvalue_nets: expected >= 1, got {num_qvalue_nets}")
         self.reduction = reduction
         super().__init__()
         self.loss_function = loss_function
@@ -151,7 +180,8 @@ class IQLLoss(LossModule):
         self.expectile = expectile
         self.separate_losses = separate_losses
         self.deactivate_vmap = deactivate_vmap
-        self.num_qvalue_nets = int(num_qvalue_nets)
+        self.torchrl_compat = torchrl_compat
+        self.num_qvalue_nets = num_qvalue_nets
         self.delay_qvalue = True
         self._n = None if self.num_qvalue_nets == 1 else self.num_qvalue_nets
         if isinstance(qvalue_network, (list, tuple)) and self.num_qvalue_nets == 1 and len(qvalue_network) == 1:
@@ -189,9 +219,12 @@ class IQLLoss(LossModule):
                 *[("next",) + _data.unravel_key(k) for k in actor_in], *nets["qvalue_network"].in_keys,
                 *nets["value_network"].in_keys, *[("next",) + _data.unravel_key(k) for k in nets["value_network"].in_keys]]
 
+    # TorchRL 0.14.1's IQLLoss.qvalue_loss reduces over a key selection without the masks (DiscreteIQLLoss keeps them)
+    _COMPAT_DROPS_QVALUE_MASK = True
+
     # -------------------------------------------------------------------------------------------- pieces
-    def _critics(self, params: Any, batch: Mapping) -> Any:
-        """``Q_i(s, a_data)`` for every member, ``[N, *B]``."""
+    def _critics(self, params: Any, batch: Mapping, action: Any) -> Any:
+        """``Q_i(s, a_data)`` for every member, ``[N, *B]`` (the critic reads the action from ``batch``)."""
         q = ensemble_apply(self._networks["qvalue_network"], params, batch, self.tensor_keys.state_action_value,
                            self._n, loop=self.deactivate_vmap)
         return _squeeze_last(q, _data.key_str(self.tensor_keys.state_action_value))
@@ -201,30 +234,60 @@ class IQLLoss(LossModule):
                          what="state value of the value network")
         return _squeeze_last(v, _data.key_str(self.tensor_keys.value))
 
-    def _log_prob(self, params: Any, batch: Mapping) -> Any:
-        dist = self._networks["actor_network"].get_dist(params, batch)
-        return dist.log_prob(_data.get(batch, self.tensor_keys.action, what="action"))
+    def _policy_action(self, dist: Any, batch: Mapping) -> Any:
+        """The data action, checked against the policy: floating, of shape ``batch_shape + event_shape``."""
+        key = self.tensor_keys.action
+        action = _data.get(batch, key, what="action")
+        name = _data.key_str(key)
+        check_floating(action, name)
+        want = getattr(dist, "_full_shape", None)
+        if want is not None and tuple(action.shape) != tuple(want):
+            raise ValueError(f"{name}: expected shape {tuple(want)} (the policy's batch + event shape), got "
+                             f"{tuple(action.shape)}")
+        return action
 
-    def _min_target_q(self, batch: Mapping) -> Any:
-        xp_q = self._critics(self._target_tree("qvalue_network"), batch)
+    def _log_prob(self, params: Any, batch: Mapping) -> tuple:
+        """``(log pi(a_data | s), a_data)``, the action as :meth:`_policy_action` returns it."""
+        dist = self._networks["actor_network"].get_dist(params, batch)
+        action = self._policy_action(dist, batch)
+        return dist.log_prob(action), action
+
+    def _min_target_q(self, batch: Mapping, action: Any) -> Any:
+        xp_q = self._critics(self._target_tree("qvalue_network"), batch, action)
         return namespace_of(xp_q).min(xp_q, axis=0)
+
+    def _estimator_batch(self, batch: Mapping) -> Mapping:
+        """What the value estimator sees: the batch; with ``torchrl_compat`` TorchRL's key selection (``"next"``,
+        the actor's inputs, the action), which drops ``steps_to_next_obs``."""
+        if not self.torchrl_compat:
+            return batch
+        keys = ["next", *self._networks["actor_network"].in_keys, self.tensor_keys.action]
+        return _data.select(batch, keys, strict=False)
 
     # -------------------------------------------------------------------------------------------- losses
     def _forward(self, batch: Mapping, params: dict) -> dict:
         tk = self.tensor_keys
         # actor
-        log_prob = self._log_prob(params["actor_network"], batch)
-        min_q = stop_gradient(self._min_target_q(batch))
+        log_prob, action = self._log_prob(params["actor_network"], batch)
+        batch_shape = tuple(log_prob.shape)
+        min_q = stop_gradient(self._min_target_q(batch, action))
+        _check_batch_shape(min_q, batch_shape, _data.key_str(tk.state_action_value), "critic output")
         value = self._value(params["value_network"], batch)  # one pass: with tape for loss_value, without for the actor
+        _check_batch_shape(value, batch_shape, _data.key_str(tk.value), "value network output")
         v_sg = stop_gradient(value)
         loss_actor = self._reduce_loss(F.iql_actor_loss(log_prob, min_q, v_sg, self.temperature), batch)
         # critics
-        next_v = self._value(self._target_tree("value_network"), step_mdp(batch))
-        target = self.value_estimator.value_estimate(batch, next_value=stop_gradient(namespace_of(next_v).expand_dims(next_v, axis=-1)))
+        check_transition(batch, tk, batch_shape, steps_key=_steps_key(self.value_estimator))
+        v_in = self._networks["value_network"].in_keys
+        next_v = self._value(self._target_tree("value_network"), step_mdp(batch, v_in))
+        check_next_value(next_v, batch_shape, v_in, "next state value")
+        next_v = stop_gradient(namespace_of(next_v).expand_dims(next_v, axis=-1))
+        target = self.value_estimator.value_estimate(self._estimator_batch(batch), next_value=next_v)
         target = stop_gradient(_squeeze_last(target, "value target"))
-        pred = self._critics(params["qvalue_network"], batch)
+        pred = self._critics(params["qvalue_network"], batch, action)
         loss_q, td_error = F.ensemble_critic_loss(pred, target, self.loss_function)
-        loss_qvalue = self._reduce_loss(loss_q, batch)
+        drop_mask = self.torchrl_compat and self._COMPAT_DROPS_QVALUE_MASK
+        loss_qvalue = self._reduce_loss(loss_q, None if drop_mask else batch)
         # value
         loss_value = self._reduce_loss(F.iql_value_loss(min_q, value, self.expectile), batch)
         xp = namespace_of(td_error)
@@ -244,9 +307,17 @@ class DiscreteIQLLoss(IQLLoss):
 
     Keyword Args:
         action_space: ``"one_hot"`` (default, with a warning if not given) or ``"categorical"``.
-        expectile: must be ``< 1`` (``ValueError``).
+        expectile: must be in ``(0, 1)`` (``ValueError``; TorchRL's message for ``>= 1``).
+        torchrl_compat: ``True`` ignores ``steps_to_next_obs`` for the critic target, as TorchRL 0.14.1 (its
+            ``DiscreteIQLLoss`` keeps the masks, so both modes honour them).
         Others as :class:`IQLLoss` (no ``deactivate_vmap``).
+
+    A categorical action is ``[*B]`` or ``[*B, 1]`` (the trailing 1 is squeezed) integers in ``[0, nA)`` (checked
+    under the :mod:`arrayrl._validate` policy); a one-hot action is ``[*B, nA]``, ``nA`` the policy's and the
+    critic's number of actions. Anything else raises naming the action key.
     """
+
+    _COMPAT_DROPS_QVALUE_MASK = False
 
     def __init__(
         self,
@@ -265,9 +336,10 @@ class DiscreteIQLLoss(IQLLoss):
         reduction: str | None = None,
         scalar_output_mode: str | None = None,
         generator: Any = None,
+        torchrl_compat: bool = False,
     ) -> None:
-        if expectile >= 1.0:
-            raise ValueError(f"Expectile should be lower than 1.0 but is {expectile}")
+        if isinstance(expectile, (int, float)) and expectile >= 1.0:  # TorchRL's message (other cases: IQLLoss)
+            raise ValueError(f"expectile: Expectile should be lower than 1.0 but is {expectile}")
         if action_space is None:
             warnings.warn("action_space was not specified. DiscreteIQLLoss will default to 'one-hot'.", stacklevel=2)
             action_space = "one_hot"
@@ -279,23 +351,36 @@ class DiscreteIQLLoss(IQLLoss):
             actor_network, qvalue_network, value_network, num_qvalue_nets=num_qvalue_nets, loss_function=loss_function,
             temperature=temperature, expectile=expectile, gamma=gamma, priority_key=priority_key,
             separate_losses=separate_losses, reduction=reduction, scalar_output_mode=scalar_output_mode,
-            generator=generator,
+            generator=generator, torchrl_compat=torchrl_compat,
         )
 
-    def _critics(self, params: Any, batch: Mapping) -> Any:
+    def _policy_action(self, dist: Any, batch: Mapping) -> Any:
+        """The data action for ``dist``: categorical indices ``[*B]`` (a trailing 1 squeezed) in ``[0, K)``, or a
+        one-hot ``[*B, K]``, with ``*B`` and ``K`` the policy's batch shape and number of classes."""
+        key = self.tensor_keys.action
+        action = _data.get(batch, key, what="action")
+        name = _data.key_str(key)
+        batch_shape = tuple(getattr(dist, "batch_shape", action.shape[: action.ndim - 1]))
+        n = getattr(dist, "num_categories", None)
+        if self.action_space == "categorical":
+            if n is None:  # a policy without num_categories: the range is checked at the critic's gather
+                check_integer(action, name)
+                return F.per_sample(action, batch_shape, name, "the policy")
+            return F.categorical_index(action, batch_shape, n, name, "the policy")
+        F.check_one_hot(action, batch_shape + ((n,) if n is not None else tuple(action.shape[-1:])), name)
+        return action
+
+    def _critics(self, params: Any, batch: Mapping, action: Any) -> Any:
+        """``Q_i(s, a_data)`` ``[N, *B]``: the critic's action values ``[N, *B, nA]`` at the data action."""
         q = ensemble_apply(self._networks["qvalue_network"], params, batch, self.tensor_keys.state_action_value,
                            self._n, loop=self.deactivate_vmap)  # [N, *B, nA]
-        action = _data.get(batch, self.tensor_keys.action, what="action")
         xp = namespace_of(q, action)
-        n = q.shape[0]
-        if self.action_space == "categorical":
-            a = F.per_sample(action, tuple(q.shape[1:-1]), _data.key_str(self.tensor_keys.action))
-            a = xp.broadcast_to(xp.expand_dims(a, axis=0), (n,) + tuple(a.shape))
-        else:
-            if tuple(action.shape) != tuple(q.shape[1:]):
-                raise ValueError(
-                    f"{_data.key_str(self.tensor_keys.action)}: expected a one-hot action of shape {tuple(q.shape[1:])} "
-                    f"(the shape of the action values), got {tuple(action.shape)}"
-                )
-            a = xp.broadcast_to(xp.expand_dims(action, axis=0), tuple(q.shape))
-        return F.chosen_action_value(q, a, self.action_space, name=_data.key_str(self.tensor_keys.action))
+        name = _data.key_str(self.tensor_keys.action)
+        if tuple(q.shape[1:-1]) != tuple(action.shape[: len(q.shape) - 2]):
+            raise ValueError(
+                f"{_data.key_str(self.tensor_keys.state_action_value)} (critic output): expected shape "
+                f"[N, *B, n_actions] with *B = {tuple(action.shape[: len(q.shape) - 2])} (the batch shape of {name}), "
+                f"got {tuple(q.shape)}"
+            )
+        a = xp.broadcast_to(xp.expand_dims(action, axis=0), (q.shape[0],) + tuple(action.shape))
+        return F.chosen_action_value(q, a, self.action_space, name=name)

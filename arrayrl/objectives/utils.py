@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .._backend import is_taped, namespace_of
 from .._checks import check_array
+from .._validate import batch_entry, check_number
 from .. import data as _data
 from ..ops import smooth_l1
 from ..tree import tree_map
@@ -37,6 +38,8 @@ __all__ = [
     "hold_out_params",
     "next_state_value",
     "step_mdp",
+    "check_transition",
+    "check_next_value",
     "stop_gradient",
     "ValueEstimators",
     "default_value_kwargs",
@@ -215,8 +218,9 @@ def _lerp(target: Any, source: Any, weight: float) -> Any:
 class SoftUpdate(TargetNetUpdater):
     """Polyak averaging (DDPG, arXiv:1509.02971): ``theta_t <- eps * theta_t + (1 - eps) * theta``.
 
-    Exactly one of ``eps`` and ``tau = 1 - eps`` must be given; ``eps`` must lie in ``[0, 1]`` (a warning below 0.5,
-    as TorchRL). Each :meth:`step` replaces the loss's target trees by new arrays (the old ones are not mutated).
+    Exactly one of ``eps`` and ``tau = 1 - eps`` must be given; ``tau`` must lie in ``(0, 1]``, i.e. ``eps`` in
+    ``[0, 1)`` (``eps = 1`` would freeze the targets forever; a warning below 0.5, as TorchRL). Each :meth:`step`
+    replaces the loss's target trees by new arrays (the old ones are not mutated).
     """
 
     def __init__(self, loss_module: Any, *, eps: float | None = None, tau: float | None = None):
@@ -225,9 +229,9 @@ class SoftUpdate(TargetNetUpdater):
         if eps is not None and tau is not None:
             raise ValueError("SoftUpdate: give only one of eps and tau")
         if eps is None:
-            eps = 1.0 - tau
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"eps: expected a value in [0, 1], got {eps}")
+            eps = 1.0 - check_number(tau, "tau", low=0.0, high=1.0, low_open=True)
+        else:
+            check_number(eps, "eps", low=0.0, high=1.0, high_open=True)
         if eps < 0.5:
             warnings.warn("Found an eps value < 0.5, which is unexpected. You may want to use tau instead.", stacklevel=2)
         self.eps = float(eps)
@@ -243,11 +247,13 @@ class HardUpdate(TargetNetUpdater):
 
     TorchRL's counting, kept on purpose: ``counter`` starts at 0; a :meth:`step` copies when
     ``counter == value_network_update_interval`` (then resets it to 0) and increments it otherwise, so the copy
-    happens on calls ``interval + 1``, ``2 (interval + 1)``, ...
+    happens on calls ``interval + 1``, ``2 (interval + 1)``, ... ``value_network_update_interval`` is an integer
+    ``>= 1``.
     """
 
     def __init__(self, loss_module: Any, *, value_network_update_interval: int = 1000):
-        self.value_network_update_interval = value_network_update_interval
+        self.value_network_update_interval = check_number(value_network_update_interval,
+                                                          "value_network_update_interval", low=1, integer=True)
         self.counter = 0
         super().__init__(loss_module)
 
@@ -314,13 +320,50 @@ class hold_out_params(_ContextDecorator):
 
 
 # --------------------------------------------------------------------------------------------- next-state value
-def step_mdp(batch: Mapping) -> dict:
+def step_mdp(batch: Mapping, required: Any = ()) -> dict:
     """The batch one step ahead: the entries under ``"next"`` become root entries (TorchRL's ``step_mdp`` with
-    ``keep_other=False``). Arrays are shared, nothing is copied or mutated."""
+    ``keep_other=False``). Arrays are shared, nothing is copied or mutated.
+
+    ``required``: the keys the next-state networks read (their ``in_keys``). Each must be present under
+    ``"next"``; a missing one raises ``KeyError`` naming the full nested key (``('next', 'observation')``), not the
+    key the network reads from the shifted batch.
+    """
     nxt = _data.get(batch, "next", what="next-step entries")
     if not isinstance(nxt, Mapping):
-        raise TypeError("batch['next'] must be a nested batch (dict)")
+        raise TypeError(f"('next',): expected a nested batch (dict) of next-step entries, got {type(nxt).__name__}")
+    for key in required:
+        _data.get(batch, ("next",) + _data.unravel_key(key), what="next-state input")
     return dict(nxt)
+
+
+def check_transition(batch: Mapping, keys: Any, batch_shape: tuple, *, steps_key: Any = "steps_to_next_obs",
+                     weight_key: Any = None) -> None:
+    """Check the per-sample entries a TD loss reads against the batch shape ``[*B]`` of its predictions.
+
+    ``("next", keys.reward)`` (floating), ``("next", keys.done)`` (bool, required), ``("next", keys.terminated)``
+    (bool, optional), ``steps_key`` (numeric, optional) and ``weight_key`` (floating, optional) must each be
+    ``[*B]`` or ``[*B, 1]``; anything else raises naming the full key (no silent broadcast downstream).
+    """
+    batch_entry(batch, ("next", keys.reward), batch_shape, kind="floating", what="reward")
+    batch_entry(batch, ("next", keys.done), batch_shape, kind="bool", what="done")
+    batch_entry(batch, ("next", keys.terminated), batch_shape, kind="bool", what="terminated", required=False)
+    if steps_key is not None:
+        batch_entry(batch, steps_key, batch_shape, kind="numeric", what="n-step count", required=False)
+    if weight_key is not None:  # [*B] only: reduce_loss never broadcasts weights
+        batch_entry(batch, weight_key, batch_shape, kind="floating", what="priority weight", required=False,
+                    trailing_one=False)
+
+
+def check_next_value(next_value: Any, want: tuple, in_keys: Any, what: str) -> None:
+    """``next_value``, computed from the ``"next"`` entries, must have the shape ``want`` that the root entries
+    imply; otherwise a ``ValueError`` naming the next-state inputs (``('next', 'observation')`` of another batch
+    size, say), instead of a shape error about the reward further down."""
+    if tuple(next_value.shape) != tuple(want):
+        names = ", ".join(_data.key_str(("next",) + _data.unravel_key(k)) for k in in_keys)
+        raise ValueError(
+            f"{names}: the {what} computed from the next-state inputs has shape {tuple(next_value.shape)}, expected "
+            f"{tuple(want)} (from the batch shape of the root entries)"
+        )
 
 
 def next_state_value(
@@ -338,6 +381,7 @@ def next_state_value(
     ``operator(step_mdp(batch))[next_val_key]``. Done positions take the reward alone (selected, so a NaN ``V(s')``
     there does not leak).
     """
+    check_number(gamma, "gamma", low=0.0, high=1.0)
     reward = _data.get(tensordict, ("next", "reward"))
     done = _data.get(tensordict, ("next", "done"))
     xp = namespace_of(reward)

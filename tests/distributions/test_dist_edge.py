@@ -110,7 +110,7 @@ def test_action_outside_the_support():
     with pytest.raises(ValueError, match="value: outside the support"):
         d.log_prob(np.array([[0.0, 1.5], [0.0, 0.0]]))
     d.log_prob(np.array([[-2.0, 1.0], [0.0, 0.0]]))  # the bounds themselves are inside
-    with pytest.raises(ValueError, match="value: expected class indices"):
+    with pytest.raises(ValueError, match=r"value: expected integers in \[0, 3\)"):
         D.Categorical(logits=np.zeros(3), validate_args=True).log_prob(np.asarray(3))
     with pytest.raises(ValueError, match="value: expected one-hot"):
         D.OneHotCategorical(logits=np.zeros(3), validate_args=True).log_prob(np.array([1.0, 1.0, 0.0]))
@@ -140,3 +140,46 @@ def test_sampling_arguments():
         D.TanhNormal(np.zeros(2), np.ones(2)).mode
     with pytest.raises(NotImplementedError):
         D.TanhNormal(np.zeros(2), np.ones(2)).entropy()
+
+
+# ------------------------------------------------------------------------------------------------ index-range policy
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_categorical_index_out_of_range(raw_xp, bad):
+    """-1 wraps around and 3 reads garbage (torch) or raises a bare IndexError (NumPy) without the check; the
+    default (auto) policy checks CPU arrays on every backend."""
+    from arrayrl._validate import IndexRangeError
+
+    logits = raw_xp.from_numpy(np.log(np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])))
+    dtype = raw_xp.int32 if "no_float64" in str(raw_xp.device) else None
+    dist = D.Categorical(logits=logits)
+    with pytest.raises(IndexRangeError, match=rf"value: expected integers in \[0, 3\), got values outside "
+                                              rf"\(min {min(bad, 1)}, max {max(bad, 1)}\)"):
+        dist.log_prob(raw_xp.from_numpy(np.array([bad, 1]), dtype=dtype))
+    assert issubclass(IndexRangeError, IndexError) and issubclass(IndexRangeError, ValueError)
+    ok = dist.log_prob(raw_xp.from_numpy(np.array([2, 0]), dtype=dtype))
+    np.testing.assert_allclose(raw_xp.to_numpy(ok), np.log([0.5, 0.6]), rtol=1e-6)
+
+
+def test_validate_args_switch_and_gpu_auto(monkeypatch):
+    """False turns the check off (-1 then wraps around: the defect the check prevents), True forces it, per-instance
+    flags win, and the auto policy does not read GPU arrays (no host sync)."""
+    import arrayrl
+    from arrayrl import _validate
+
+    dist = D.Categorical(logits=np.log(np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])))
+    with arrayrl.validate_args(False):
+        assert arrayrl.get_validate_args() is False
+        np.testing.assert_allclose(dist.log_prob(np.array([-1, 0])), np.log([0.5, 0.6]))  # wrapped, unchecked
+    assert arrayrl.get_validate_args() is None
+    with pytest.raises(TypeError, match="flag"):
+        arrayrl.set_validate_args("yes")
+    monkeypatch.setattr(_validate, "_on_cpu", lambda x: False)  # pretend the array lives on a GPU
+    with pytest.raises(IndexError) as info:
+        dist.log_prob(np.array([3, 0]))
+    assert not isinstance(info.value, _validate.IndexRangeError)  # unchecked: NumPy's own error
+    with arrayrl.validate_args(True), pytest.raises(_validate.IndexRangeError, match="max 3"):
+        dist.log_prob(np.array([3, 0]))
+    with pytest.raises(_validate.IndexRangeError):
+        D.Categorical(logits=np.zeros((2, 3)), validate_args=True).log_prob(np.array([3, 0]))
+    with arrayrl.validate_args(True):  # per-instance False wins over the switch
+        D.Categorical(logits=np.zeros((2, 3)), validate_args=False).log_prob(np.array([-1, 0]))

@@ -224,3 +224,49 @@ def test_qmixer_loss_functional_vs_reference():
     loss, td = F.mixer_td_loss(q_tot, y, "l2")
     np.testing.assert_allclose(loss, want["loss"], rtol=1e-12)
     np.testing.assert_allclose(td, want["td_error"], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ index range
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_gathers_reject_out_of_range_actions(xp, bad):
+    """-1 wraps around (every backend) and n_actions reads garbage (torch) or raises a bare IndexError (NumPy):
+    every categorical gather checks the range under the default (auto) policy, on every CPU backend."""
+    from arrayrl._validate import IndexRangeError
+
+    rng = np.random.default_rng(0)
+    q = xp.from_numpy(rng.normal(size=(4, 3)))
+    action = _ints(xp, np.array([0, bad, 2, 1]))
+    msg = rf"action: expected integers in \[0, 3\), got values outside \(min {min(bad, 0)}, max {max(bad, 2)}\)"
+    with pytest.raises(IndexRangeError, match=msg):
+        F.chosen_action_value(q, action, "categorical")
+    lp = xp.from_numpy(np.log(np.full((4, 5, 3), 0.2)))
+    r, term = xp.from_numpy(rng.normal(size=(4,))), xp.from_numpy(np.zeros(4, bool))
+    with pytest.raises(IndexRangeError, match=msg):
+        F.distributional_dqn_loss(lp, action, r, lp, lp, term, support=xp.from_numpy(np.linspace(-1, 1, 5)),
+                                  gamma=0.9, action_space="categorical")
+    with pytest.raises(IndexRangeError, match=msg):
+        F.dqn_loss(q, action, r, q, term, gamma=0.9, action_space="categorical")
+
+
+def test_categorical_trailing_one_and_one_hot_width():
+    q = np.arange(12.0).reshape(4, 3)
+    a = np.array([0, 2, 1, 2])
+    np.testing.assert_array_equal(F.chosen_action_value(q, a[:, None], "categorical"), [0.0, 5.0, 7.0, 11.0])
+    with pytest.raises(ValueError, match=r"'act': expected a one_hot action of shape \(4, 3\)"):
+        F.chosen_action_value(q, np.eye(4)[a], "one_hot", name="'act'")
+
+
+def test_distributional_atom_count_and_gamma():
+    lp = np.log(np.full((4, 5, 3), 0.2))
+    r, term, a = np.zeros(4), np.zeros(4, bool), np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match=r"log_probs: expected 7 atoms \(the length of support\)"):
+        F.distributional_dqn_loss(lp, a, r, lp, lp, term, support=np.linspace(-1, 1, 7), gamma=0.9,
+                                  action_space="categorical")
+    with pytest.raises(ValueError, match=r"gamma: .* in \[0.0, 1.0\], got nan"):
+        F.distributional_dqn_loss(lp, a, r, lp, lp, term, support=np.linspace(-1, 1, 5), gamma=float("nan"),
+                                  action_space="categorical")
+
+
+def test_mixer_td_loss_names_its_roles():
+    with pytest.raises(ValueError, match=r"target: expected shape \(3,\) \(the shape of global_value"):
+        F.mixer_td_loss(np.zeros(3), np.zeros((3, 1)))

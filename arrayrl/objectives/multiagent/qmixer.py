@@ -17,8 +17,8 @@ from ...nn.multiagent import Mixer
 from .. import functional as F
 from .._nets import action_values, as_qvalue_actor, find_action_space
 from ..common import LossModule
-from ..dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _trailing
-from ..utils import step_mdp, stop_gradient
+from ..dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key, _trailing
+from ..utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["QMixerLoss"]
 
@@ -102,6 +102,7 @@ class QMixerLoss(LossModule):
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss",)
     _VALUE_KEY_MAP = {"value": "global_value"}
+    _POLICY_NETWORK = "local_value_network"  # loss.policy: the agents' Q-value actor
 
     def __init__(
         self,
@@ -119,7 +120,7 @@ class QMixerLoss(LossModule):
             raise TypeError(_GAMMA_ERROR)
         if priority_key is not None:
             raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, _ = _check_common(loss_function, None)
+        loss_function, _ = _check_common(loss_function, None, delay_value=delay_value, torchrl_compat=torchrl_compat)
         super().__init__()
         self.loss_function = loss_function
         self.delay_value = delay_value
@@ -144,16 +145,23 @@ class QMixerLoss(LossModule):
         self.convert_to_functional(local, "local_value_network", create_target_params=delay_value)
         self.convert_to_functional(mixer, "mixer_network", create_target_params=delay_value)
 
-    def _in_keys(self) -> list:
-        tk = self.tensor_keys
+    def _net_in_keys(self) -> list:
+        """The batch entries the two networks read (the mixer's inputs that the local network writes excluded)."""
         local, mixer = self._networks["local_value_network"], self._networks["mixer_network"]
         produced = {_data.unravel_key(k) for k in local.out_keys}
-        net_in = list(local.in_keys) + [k for k in mixer.in_keys if _data.unravel_key(k) not in produced]
+        return list(local.in_keys) + [k for k in mixer.in_keys if _data.unravel_key(k) not in produced]
+
+    def _in_keys(self) -> list:
+        tk = self.tensor_keys
+        net_in = self._net_in_keys()
         return [tk.action, ("next", tk.reward), ("next", tk.done), ("next", tk.terminated), *net_in,
                 *[("next",) + _data.unravel_key(k) for k in net_in]]
 
     def _mix(self, local_params: Any, mixer_params: Any, batch: Mapping, action: Any | None) -> Any:
-        """Run the local actor then the mixer: agents' values of ``action`` (or their greedy values if ``None``)."""
+        """Run the local actor then the mixer: agents' values of ``action`` (or their greedy values if ``None``).
+
+        Returns the mixed value ``[*B, 1]`` (``ValueError`` naming the mixer's output key for another shape), with
+        ``*B`` the batch shape of the local values ``[*B, n_agents, 1]``."""
         tk = self.tensor_keys
         local = self._networks["local_value_network"]
         if action is None and self.torchrl_compat:  # the head's chosen value (k * max at one-hot ties)
@@ -170,8 +178,16 @@ class QMixerLoss(LossModule):
                 local_value = _trailing(F.chosen_action_value(q, action, self.action_space,
                                                               name=_data.key_str(tk.action)))
         out = _data.with_(batch, tk.local_value, local_value)
-        return _data.get(self._networks["mixer_network"].apply(mixer_params, out), tk.global_value,
-                         what="mixed value of the mixer network")
+        mixed = _data.get(self._networks["mixer_network"].apply(mixer_params, out), tk.global_value,
+                          what="mixed value of the mixer network")
+        want = tuple(local_value.shape[:-2]) + (1,)
+        if tuple(mixed.shape) != want:
+            raise ValueError(
+                f"{_data.key_str(tk.global_value)} (mixed value of the mixer network): expected shape {want} (the "
+                f"batch shape of {_data.key_str(tk.local_value)} {tuple(local_value.shape)} plus 1), got "
+                f"{tuple(mixed.shape)}"
+            )
+        return mixed
 
     def _forward(self, batch: Mapping, params: dict) -> dict:
         tk = self.tensor_keys
@@ -179,9 +195,13 @@ class QMixerLoss(LossModule):
         q_tot = self._mix(params["local_value_network"], params["mixer_network"], batch, action)
         xp = namespace_of(q_tot)
         pred = xp.squeeze(q_tot, axis=-1)
+        check_transition(batch, tk, tuple(pred.shape), steps_key=_steps_key(self.value_estimator))
+        net_in = self._net_in_keys()
         next_value = stop_gradient(
-            self._mix(self._target_tree("local_value_network"), self._target_tree("mixer_network"), step_mdp(batch), None)
+            self._mix(self._target_tree("local_value_network"), self._target_tree("mixer_network"),
+                      step_mdp(batch, net_in), None)
         )
+        check_next_value(next_value, tuple(q_tot.shape), net_in, "next mixed value")
         target = self.value_estimator.value_estimate(batch, next_value=next_value)
         target = stop_gradient(namespace_of(target).squeeze(target, axis=-1))
         loss, td_error = F.mixer_td_loss(pred, target, self.loss_function)
