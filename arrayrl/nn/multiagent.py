@@ -77,7 +77,7 @@ class Mixer(_Layer):
         if self.needs_state:
             if state is None:
                 raise ValueError(f"state: {type(self).__name__} needs a state of shape (*B, {', '.join(map(str, self.state_shape))})")
-            check_array(state, "state")
+            check_floating(state, "state")  # an integer state would be cast silently by the hypernetwork
             k = len(self.state_shape)
             if tuple(state.shape[state.ndim - k :]) != self.state_shape or tuple(state.shape[: state.ndim - k]) != batch:
                 raise ValueError(
