@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import _numba_scan
 from ._backend import namespace_of
 from ._checks import check_floating, check_same_shape, dtype_name, is_float32_or_64, normalize_axis
 
@@ -71,6 +72,9 @@ def reverse_discounted_scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
     T = x.shape[ax]
     if T <= 1 or math.prod(x.shape) == 0:
         return xp.asarray(x, copy=True)
+    out = _numba_scan.try_reverse_scan(x, c, ax)  # NumPy + numba: the compiled serial scan (None: not applicable)
+    if out is not None:
+        return out
     if math.prod(x.shape[ax + 1:]) == 1:  # [*B, T, 1, ...]: same memory order as [N, T], no axis move
         N = math.prod(x.shape[:ax])
         y = _scan_2d(xp, xp.reshape(x, (N, T)), xp.reshape(c, (N, T)))

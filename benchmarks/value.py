@@ -1,7 +1,14 @@
 """Benchmark: arrayrl's GAE and TD(lambda) against TorchRL's loop and vec functions, with a memory-copy bound.
 
 Shapes (batch, time) = (1, 1000), (1, 100000), (64, 128), (1024, 256), (4096, 1024); float32; ``done`` with
-probability 0.01 (half of them terminated); inputs laid out as TorchRL's ``[B, T, 1]``.
+probability 0.01 (half of them terminated); inputs laid out batch-major as TorchRL's ``[B, T, 1]`` (``time_dim=-2``)
+and time-major ``[T, B, 1]`` (``time_dim=0``; every contender gets the same layout).
+
+Contenders: ``arrayrl`` (the generic array-API code, forced with ``arrayrl._numba_scan.generic_path()``),
+``numba`` (the compiled kernels of :mod:`arrayrl._numba_scan`, called directly with the arguments the functional
+estimators pass them: threads above the size threshold), TorchRL's ``vec_*`` and loop functions. TorchRL's vec
+functions are skipped where they take more than a few seconds per call (many trajectories of 1M+ elements:
+``--full-vec`` runs them), where the loop is their best variant anyway.
 
 For each shape every contender runs interleaved in one process (round-robin, after one warm-up call each) and the
 median time is kept. The bound is ``bytes read + written / copy bandwidth``, with the bandwidth of a large
@@ -14,6 +21,8 @@ Usage::
     python benchmarks/value.py                 # all shapes, prints the table, writes benchmarks/results/value-cpu.md
     python benchmarks/value.py --quick         # fewer repetitions, no TorchRL loop at the largest shapes
     python benchmarks/value.py --backend torch # arrayrl on torch tensors (array_api_compat) instead of NumPy
+    python benchmarks/value.py --layouts batch # batch-major only (``time`` for time-major only)
+    python benchmarks/value.py --threads       # numba kernels serial vs threaded (the _PAR_MIN_ELEMS threshold)
 """
 
 from __future__ import annotations
@@ -47,13 +56,15 @@ def copy_bandwidth(nbytes: int = 64 << 20, reps: int = 10) -> float:
     return 2 * a.nbytes / best  # bytes read + written per second
 
 
-def make_inputs(B: int, T: int, seed: int = 0):
+def make_inputs(B: int, T: int, seed: int = 0, layout: str = "batch"):
+    """``(v, nv, r, done, terminated)`` of shape ``[B, T, 1]`` (batch-major) or ``[T, B, 1]`` (time-major)."""
+    shape = (B, T, 1) if layout == "batch" else (T, B, 1)
     rng = np.random.default_rng(seed)
-    v = rng.standard_normal((B, T, 1), dtype=np.float32)
-    nv = rng.standard_normal((B, T, 1), dtype=np.float32)
-    r = rng.standard_normal((B, T, 1), dtype=np.float32)
-    d = rng.random((B, T, 1)) < 0.01
-    tm = d & (rng.random((B, T, 1)) < 0.5)
+    v = rng.standard_normal(shape, dtype=np.float32)
+    nv = rng.standard_normal(shape, dtype=np.float32)
+    r = rng.standard_normal(shape, dtype=np.float32)
+    d = rng.random(shape) < 0.01
+    tm = d & (rng.random(shape) < 0.5)
     return v, nv, r, d, tm
 
 
@@ -82,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", default=None, help="e.g. 1x1000,64x128")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "value-cpu.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--layouts", default="batch,time", help="batch, time or batch,time")
+    p.add_argument("--threads", action="store_true", help="numba serial vs threaded only (no TorchRL)")
+    p.add_argument("--full-vec", action="store_true", help="also run TorchRL's vec functions where they take seconds")
     p.add_argument("--no-tune-allocator", action="store_true",
                    help="skip arrayrl.autodiff.tune_allocator() (glibc mallopt: keeps large temporaries in the heap; "
                         "process-wide, so it applies to TorchRL too)")
@@ -91,6 +105,7 @@ def main(argv=None) -> int:
     import torch
     from torchrl.objectives.value import functional as TF
 
+    from arrayrl import _numba_scan as K
     from arrayrl.autodiff import value_and_grad
     from arrayrl.value import functional as F
 
@@ -98,47 +113,68 @@ def main(argv=None) -> int:
     shapes = SHAPES if args.shapes is None else [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     bw = copy_bandwidth()
     budget = 1.0 if args.quick else 4.0
+    if args.threads:
+        return _threads(K, shapes, args.layouts.split(","), budget)
+    has_numba = args.backend == "numpy" and K.available()
     rows = []
-    for B, T in shapes:
-        v, nv, r, d, tm = make_inputs(B, T)
+    for (B, T), layout in [(s, lay) for s in shapes for lay in args.layouts.split(",")]:
+        v, nv, r, d, tm = make_inputs(B, T, layout=layout)
         tv, tnv, tr, td, ttm = (torch.from_numpy(a) for a in (v, nv, r, d, tm))
         if args.backend == "torch":
             av, anv, ar, ad, atm = tv, tnv, tr, td, ttm
         else:
             av, anv, ar, ad, atm = v, nv, r, d, tm
+        tdim = -2 if layout == "batch" else 0
         n = B * T
         big = n >= 1 << 20 or T >= 100000
         for est in ("GAE", "TD(lambda)"):
             if est == "GAE":
                 fns = {
-                    "arrayrl": lambda: F.generalized_advantage_estimate(GAMMA, LMBDA, av, anv, ar, ad, atm),
-                    "torchrl vec": lambda: TF.vec_generalized_advantage_estimate(GAMMA, LMBDA, tv, tnv, tr, td, ttm),
-                    "torchrl loop": lambda: TF.generalized_advantage_estimate(GAMMA, LMBDA, tv, tnv, tr, td, ttm),
+                    "arrayrl": lambda: F.generalized_advantage_estimate(GAMMA, LMBDA, av, anv, ar, ad, atm,
+                                                                        time_dim=tdim),
+                    "numba": lambda: K.try_gae(GAMMA, LMBDA, v, nv, r, d, tm, tdim % 3),
+                    "torchrl vec": lambda: TF.vec_generalized_advantage_estimate(GAMMA, LMBDA, tv, tnv, tr, td, ttm,
+                                                                                 time_dim=tdim),
+                    "torchrl loop": lambda: TF.generalized_advantage_estimate(GAMMA, LMBDA, tv, tnv, tr, td, ttm,
+                                                                              time_dim=tdim),
                 }
                 nbytes = n * (3 * 4 + 2 * 1 + 2 * 4)
             else:
                 fns = {
-                    "arrayrl": lambda: F.td_lambda_return_estimate(GAMMA, LMBDA, anv, ar, ad, atm),
-                    "torchrl vec": lambda: TF.vec_td_lambda_return_estimate(GAMMA, LMBDA, tnv, tr, td, ttm),
-                    "torchrl loop": lambda: TF.td_lambda_return_estimate(GAMMA, LMBDA, tnv, tr, td, ttm),
+                    "arrayrl": lambda: F.td_lambda_return_estimate(GAMMA, LMBDA, anv, ar, ad, atm, time_dim=tdim),
+                    "numba": lambda: K.try_td_lambda(GAMMA, LMBDA, nv, r, d, tm, tdim % 3),
+                    "torchrl vec": lambda: TF.vec_td_lambda_return_estimate(GAMMA, LMBDA, tnv, tr, td, ttm,
+                                                                            time_dim=tdim),
+                    "torchrl loop": lambda: TF.td_lambda_return_estimate(GAMMA, LMBDA, tnv, tr, td, ttm,
+                                                                         time_dim=tdim),
                 }
                 nbytes = n * (2 * 4 + 2 * 1 + 1 * 4)
+            if not has_numba:
+                del fns["numba"]
             if args.quick and big:
-                fns = {k: f for k, f in fns.items() if k == "arrayrl" or (k == "torchrl vec" and B == 1)}
+                fns = {k: f for k, f in fns.items() if k in ("arrayrl", "numba") or (k == "torchrl vec" and B == 1)}
+            if big and B > 1 and not args.full_vec:
+                fns.pop("torchrl vec", None)
+            generic = fns.pop("arrayrl")
+            fns["arrayrl"] = lambda: _generic(K, generic)
             res = interleaved(fns, budget, min_reps=1 if big else 3)
-            theirs = {k: t for k, t in res.items() if k != "arrayrl"}
+            theirs = {k: t for k, t in res.items() if k.startswith("torchrl")}
             best_name = min(theirs, key=theirs.get) if theirs else None
+            best = theirs[best_name] if best_name else float("nan")
             bound = nbytes / bw
+            ours = res.get("numba", float("nan"))
             rows.append({
-                "estimator": est, "shape": f"({B}, {T})", "arrayrl_ms": res["arrayrl"] * 1e3,
+                "estimator": est, "shape": f"({B}, {T})", "layout": layout, "arrayrl_ms": res["arrayrl"] * 1e3,
+                "numba_ms": ours * 1e3,
                 "vec_ms": theirs.get("torchrl vec", float("nan")) * 1e3,
                 "loop_ms": theirs.get("torchrl loop", float("nan")) * 1e3,
-                "speedup": (theirs[best_name] / res["arrayrl"]) if best_name else float("nan"),
+                "speedup": best / res["arrayrl"], "numba_speedup": best / ours,
                 "best": best_name, "bound_ms": bound * 1e3, "x_bound": res["arrayrl"] / bound,
+                "numba_x_bound": ours / bound,
             })
             print(_fmt_row(rows[-1]), flush=True)
-        # backward (numpy only: the tape's backend here)
-        if args.backend == "numpy":
+        # backward (numpy only: the tape's backend here; batch-major only)
+        if args.backend == "numpy" and layout == "batch":
             w = np.random.default_rng(1).standard_normal(v.shape, dtype=np.float32)
 
             def fwd():
@@ -161,6 +197,32 @@ def main(argv=None) -> int:
     return 0
 
 
+def _generic(K, f):
+    with K.generic_path():
+        return f()
+
+
+def _threads(K, shapes, layouts, budget) -> int:
+    """numba GAE serial vs threaded at each shape and layout (to place ``_PAR_MIN_ELEMS``)."""
+    print(f"numba threads: {_numba_threads()}; auto threshold _PAR_MIN_ELEMS = {K._PAR_MIN_ELEMS}")
+    for (B, T), layout in [(s, lay) for s in shapes for lay in layouts]:
+        v, nv, r, d, tm = make_inputs(B, T, layout=layout)
+        ax = 1 if layout == "batch" else 0
+        res = interleaved({p: (lambda p=p: K.try_gae(GAMMA, LMBDA, v, nv, r, d, tm, ax, parallel=p))
+                           for p in (False, True)}, budget)
+        print(f"({B}, {T}) {layout:>5}: serial {res[False] * 1e3:8.3f} ms  threaded {res[True] * 1e3:8.3f} ms  "
+              f"ratio {res[False] / res[True]:.2f}", flush=True)
+    return 0
+
+
+def _numba_threads() -> str:
+    try:
+        import numba
+    except ImportError:
+        return "numba not installed"
+    return f"{numba.get_num_threads()} (numba {numba.__version__}, layer {numba.config.THREADING_LAYER})"
+
+
 def _tune() -> bool:
     from arrayrl.autodiff import tune_allocator
 
@@ -171,9 +233,10 @@ def _fmt_row(r: dict) -> str:
     if "ratio" in r:
         return f"{r['estimator']:>13} {r['shape']:>13}  fwd {r['fwd_ms']:9.3f} ms  value_and_grad {r['vg_ms']:9.3f} ms  " \
                f"backward/forward {r['ratio']:.2f}"
-    return (f"{r['estimator']:>13} {r['shape']:>13}  arrayrl {r['arrayrl_ms']:9.3f} ms  vec {r['vec_ms']:9.2f} ms  "
-            f"loop {r['loop_ms']:9.2f} ms  speedup {r['speedup']:7.1f}x ({r['best']})  "
-            f"bound {r['bound_ms']:7.3f} ms  x{r['x_bound']:.1f}")
+    return (f"{r['estimator']:>10} {r['shape']:>13} {r['layout']:>5}  arrayrl {r['arrayrl_ms']:9.3f} ms  "
+            f"numba {r['numba_ms']:8.3f} ms  vec {r['vec_ms']:9.2f} ms  loop {r['loop_ms']:9.2f} ms  "
+            f"numba speedup {r['numba_speedup']:7.1f}x ({r['best']})  bound {r['bound_ms']:7.3f} ms  "
+            f"numba x{r['numba_x_bound']:.2f}  generic x{r['x_bound']:.1f}")
 
 
 def _machine() -> str:
@@ -192,6 +255,10 @@ def _machine() -> str:
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
+def _ms(t: float) -> str:
+    return "-" if t != t else (f"{t:.3f}" if t < 100 else f"{t:.1f}")
+
+
 def _markdown(rows: list, bw: float, args, tuned: bool) -> str:
     out = [
         "# Value estimators on CPU: arrayrl vs TorchRL 0.14.1",
@@ -201,21 +268,27 @@ def _markdown(rows: list, bw: float, args, tuned: bool) -> str:
         f"Allocator tuned (`arrayrl.autodiff.tune_allocator`, process-wide): {tuned}. OMP_WAIT_POLICY="
         f"{os.environ.get('OMP_WAIT_POLICY')}.",
         "",
-        "Median of interleaved runs (`python benchmarks/value.py`). *speedup* is against TorchRL's best variant; "
-        "*x bound* is arrayrl's time over the memory-copy bound (bytes read + written / copy bandwidth).",
+        f"numba threads: {_numba_threads()}.",
         "",
-        "| estimator | (batch, time) | arrayrl ms | TorchRL vec ms | TorchRL loop ms | speedup vs best | bound ms | x bound |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "Median of interleaved runs (`python benchmarks/value.py`). *numba* is the compiled path "
+        "(`arrayrl._numba_scan`), *generic* the array-API code on NumPy; *speedup* is against TorchRL's best variant "
+        "measured here; *x bound* is the time over the memory-copy bound (bytes read + written / copy bandwidth). "
+        "A dash: not run (TorchRL vec takes seconds per call there; see the notes).",
+        "",
+        "| estimator | (batch, time) | layout | numba ms | generic ms | TorchRL vec ms | TorchRL loop ms | "
+        "numba speedup vs best | generic speedup | bound ms | numba x bound | generic x bound |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "ratio" in r:
             continue
-        out.append(f"| {r['estimator']} | {r['shape']} | {r['arrayrl_ms']:.3f} | {r['vec_ms']:.2f} | "
-                   f"{r['loop_ms']:.2f} | {r['speedup']:.1f}x ({r['best']}) | {r['bound_ms']:.3f} | "
-                   f"{r['x_bound']:.1f} |")
+        out.append(f"| {r['estimator']} | {r['shape']} | {r['layout']}-major | {_ms(r['numba_ms'])} | "
+                   f"{_ms(r['arrayrl_ms'])} | {_ms(r['vec_ms'])} | {_ms(r['loop_ms'])} | "
+                   f"{r['numba_speedup']:.1f}x ({r['best']}) | {r['speedup']:.1f}x | {r['bound_ms']:.3f} | "
+                   f"{r['numba_x_bound']:.2f} | {r['x_bound']:.1f} |")
     back = [r for r in rows if "ratio" in r]
     if back:
-        out += ["", "Backward: GAE `value_and_grad` w.r.t. state and next-state values (tape, NumPy).", "",
+        out += ["", "Backward: GAE `value_and_grad` w.r.t. state and next-state values (tape, NumPy, generic path).", "",
                 "| (batch, time) | forward ms | value_and_grad ms | backward / forward |", "|---|---:|---:|---:|"]
         for r in back:
             out.append(f"| {r['shape']} | {r['fwd_ms']:.3f} | {r['vg_ms']:.3f} | {r['ratio']:.2f} |")
@@ -225,18 +298,26 @@ def _markdown(rows: list, bw: float, args, tuned: bool) -> str:
 
 NOTES = """## Notes
 
-* arrayrl runs its array-API code on NumPy (one core; NumPy does not thread elementwise operations). TorchRL runs on
-  torch with 2 threads. The machine was shared with other jobs while these numbers were taken (load average 1.5-3.5
-  on 2 cores), so absolute times are noisy; the interleaving keeps the ratios fair.
+* *numba* is `arrayrl._numba_scan` (fused GAE / TD(lambda) kernels: delta, scan and value target in one pass,
+  the exact serial recurrence, cuts as selects), called directly with the arguments that
+  `arrayrl.value.functional` passes it once the dispatch is in place (the functional's argument checks add a few
+  microseconds). It runs on one core here: threads start at 8M elements (`python benchmarks/value.py --threads`).
+  Batch-major data uses the 4-lane register-block kernel, time-major data the column kernel on the input's own
+  memory (no transpose copy).
+* *generic* is the array-API code on NumPy (one core; NumPy does not thread elementwise operations), forced with
+  `arrayrl._numba_scan.generic_path()`. TorchRL runs on torch with 2 threads.
+* TorchRL's vec functions are not run at (4096, 1024) (`--full-vec` runs them): they took 10-12 s per call there
+  in the previous run of this benchmark, 30-70x slower than TorchRL's loop, which is then its best variant.
+* The machine (2 cores) was shared with other engineers' test runs while these numbers were taken (load average
+  5-8), so absolute times are noisy, small shapes most (their time is the per-call overhead); the interleaving
+  keeps the ratios fair within a row. The copy bandwidth is measured in the same process.
 * Every arrayrl estimator is one exact reverse scan (no truncation, unlike TorchRL's vec kernels, which drop
   filter terms below 1e-7 and split/pad trajectories: that is why they are slow at many short trajectories).
-* The scan is NaN-safe: a cut (``done``) stops the recursion with ``where``, so garbage or NaN after a done never
-  leaks backward. NumPy's ``where`` and its strided elementwise loops cost 3-6 times a contiguous multiplication;
-  the blocked scan makes about 11 vector operations per element (8 strided), which is what separates it from the
-  copy bound at the large shapes. Small shapes are bound by the number of NumPy calls (about 50 at T = 1000).
-* Backward: the VJP of the scan is the same kernel run forward on flipped arrays; ``backward / forward`` is
+* Backward: GAE `value_and_grad` on the tape (generic path: the taped forward; the scan's VJP uses the numba
+  forward scan once `arrayrl.ops._scan_adjoint` dispatches to it). ``backward / forward`` is
   ``(value_and_grad - forward) / forward``.
 """
+
 
 
 if __name__ == "__main__":

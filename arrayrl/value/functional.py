@@ -57,6 +57,7 @@ import numbers
 import warnings
 from typing import Any, Mapping
 
+from .. import _numba_scan
 from .._backend import is_array, namespace_of
 from .._checks import (
     check_bool,
@@ -435,6 +436,9 @@ def td_lambda_return_estimate(
                 "rolling_gamma=False is expected only with time-sensitive (per-step) gamma or lambda values"
             )
         return _non_rolling_return(ctx, g, lm, vstar, reward, done, ends)
+    fused = _numba_scan.try_td_lambda(g, lm, next_state_value, reward, done, terminated, ctx.ax)
+    if fused is not None:  # NumPy + numba: the fused TD(lambda) pass
+        return fused
     w = xp.where(ends, ctx.one, _const(ctx, 1.0 - lm))
     x = reward + g * vstar * w
     c = xp.where(done, ctx.zero, _const(ctx, g * lm))
@@ -535,6 +539,9 @@ def generalized_advantage_estimate(
     )
     g = _coef(ctx, gamma, "gamma")
     lm = _coef(ctx, lmbda, "lmbda")
+    fused = _numba_scan.try_gae(g, lm, state_value, next_state_value, reward, done, terminated, ctx.ax)
+    if fused is not None:  # NumPy + numba: delta, scan and target in one compiled pass
+        return fused
     delta = reward + g * _masked(ctx, terminated, next_state_value) - state_value
     c = ctx.xp.where(done, ctx.zero, _const(ctx, g * lm))
     adv = _scan(ctx, delta, c)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import arrayrl._numba_scan as NS
 import arrayrl._scan as S
 from arrayrl.autodiff import value_and_grad
 from arrayrl.ops import reverse_discounted_scan
@@ -47,6 +48,13 @@ def _data(shape, seed, p_cut=0.1):
     x = rng.normal(size=shape)
     c = rng.uniform(0.0, 1.2, size=shape) * (rng.random(shape) >= p_cut)
     return x, c
+
+
+@pytest.fixture(autouse=True)
+def _generic_scan():
+    """These tests pin the generic algorithms (thresholds monkeypatched); the numba kernels have their own tests."""
+    with NS.generic_path():
+        yield
 
 
 @pytest.mark.parametrize("path", list(PATHS))
