@@ -5,12 +5,14 @@ networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and
 (:mod:`arrayrl.objectives.utils`).
 """
 
-from . import functional, policy_gradient
+from . import functional, policy_gradient, value_norm
+from .a2c import A2CLoss
 from .common import LossModule
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .iql import DiscreteIQLLoss, IQLLoss
-from .multiagent import QMixerLoss
+from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
+from .reinforce import ReinforceLoss
 from .utils import (
     HardUpdate,
     SoftUpdate,
@@ -21,6 +23,7 @@ from .utils import (
     next_state_value,
     reduce_loss,
 )
+from .value_norm import KLAdaptiveLR, PercentileValueNorm, PopArtValueNorm, RunningValueNorm, ValueNorm
 
 
 def __getattr__(name: str):  # ValueEstimators / default_value_kwargs live in arrayrl.value
@@ -41,6 +44,15 @@ __all__ = [
     "PPOLoss",
     "ClipPPOLoss",
     "KLPENPPOLoss",
+    "A2CLoss",
+    "ReinforceLoss",
+    "MAPPOLoss",
+    "IPPOLoss",
+    "KLAdaptiveLR",
+    "ValueNorm",
+    "PopArtValueNorm",
+    "RunningValueNorm",
+    "PercentileValueNorm",
     "SoftUpdate",
     "HardUpdate",
     "TargetNetUpdater",
@@ -51,6 +63,7 @@ __all__ = [
     "next_state_value",
     "functional",
     "policy_gradient",
+    "value_norm",
     "ValueEstimators",
     "default_value_kwargs",
 ]
