@@ -5,7 +5,7 @@ networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and
 (:mod:`arrayrl.objectives.utils`).
 """
 
-from . import functional, policy_gradient, value_norm
+from . import actor_critic, functional, policy_gradient, value_norm
 from .a2c import A2CLoss
 from .common import LossModule
 from .dqn import DistributionalDQNLoss, DQNLoss
@@ -13,6 +13,7 @@ from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from .reinforce import ReinforceLoss
+from .sac import DiscreteSACLoss, SACLoss
 from .utils import (
     HardUpdate,
     SoftUpdate,
@@ -46,6 +47,8 @@ __all__ = [
     "KLPENPPOLoss",
     "A2CLoss",
     "ReinforceLoss",
+    "SACLoss",
+    "DiscreteSACLoss",
     "MAPPOLoss",
     "IPPOLoss",
     "KLAdaptiveLR",
@@ -64,6 +67,7 @@ __all__ = [
     "functional",
     "policy_gradient",
     "value_norm",
+    "actor_critic",
     "ValueEstimators",
     "default_value_kwargs",
 ]

@@ -4,6 +4,6 @@ Modules: :mod:`.common` (distance, reduction, action gathering), :mod:`.dqn`, :m
 :mod:`.qmixer`, :mod:`.iql`, :mod:`.ppo`.
 """
 
-from . import a2c, common, distributional, dqn, iql, ppo, qmixer
+from . import a2c, common, distributional, dqn, iql, ppo, qmixer, sac
 
-__all__ = ["common", "dqn", "distributional", "qmixer", "iql", "ppo", "a2c"]
+__all__ = ["common", "dqn", "distributional", "qmixer", "iql", "ppo", "a2c", "sac"]
