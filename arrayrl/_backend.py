@@ -104,9 +104,9 @@ def device_of(x: Any) -> Any:
     return array_api_compat.device(x)
 
 
-def _label(i: int, names: Any) -> str:
+def _label(i: int | None, names: Any) -> str:
     """How an error message calls ``arrays[i]``: ``names[i]`` when given, else ``argument i``."""
-    if names is not None and i < len(names) and names[i] is not None:
+    if i is not None and names is not None and i < len(names) and names[i] is not None:
         return str(names[i])
     return f"argument {i}"
 

@@ -50,10 +50,10 @@ def check_array(x: Any, name: str) -> None:
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}")
 
 
-def check_same_shape(arrays: Mapping[str, Any]) -> tuple:
+def check_same_shape(arrays: Mapping[str, Any]) -> tuple | None:
     """Raise ``ValueError`` unless every array in ``{name: array}`` has the same shape (``None`` entries skipped).
 
-    Never broadcasts: ``[B]`` against ``[B, 1]`` is an error. Returns the common shape.
+    Never broadcasts: ``[B]`` against ``[B, 1]`` is an error. Returns the common shape (``None`` if all are None).
     """
     ref_name = ref_shape = None
     for name, a in arrays.items():

@@ -144,11 +144,14 @@ def take_along_axis_vjp(xp: Any, g: Any, x: Any, indices: Any, axis: int) -> Any
     return out
 
 
+_add_reduce: Any = _np.add.reduce  # (typed Any: numpy's stubs have no overload for a runtime keepdims flag)
+
+
 def _np_sum(x: Any, axis: Any = None, *args: Any, dtype: Any = None, keepdims: bool = False, **kw: Any) -> Any:
     """``np.sum`` without its Python-level dispatch (``np.add.reduce``: the same reduction, same values)."""
     if args or kw or type(x) is not _np.ndarray or (dtype is None and x.dtype.kind in "biu"):
         return _np.sum(x, axis, *args, dtype=dtype, keepdims=keepdims, **kw)  # (integer promotion of np.sum)
-    return _np.add.reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
+    return _add_reduce(x, axis=axis, dtype=dtype, keepdims=keepdims)
 
 
 def _np_mean(x: Any, axis: Any = None, *args: Any, keepdims: bool = False, **kw: Any) -> Any:
@@ -162,7 +165,7 @@ def _np_mean(x: Any, axis: Any = None, *args: Any, keepdims: bool = False, **kw:
         n = 1
         for a in (axis,) if isinstance(axis, int) else axis:
             n *= x.shape[a]
-    return _np.add.reduce(x, axis=axis, keepdims=keepdims) / n
+    return _add_reduce(x, axis=axis, keepdims=keepdims) / n
 
 
 #: raw functions used instead of NumPy's own by the taped NumPy namespace (same values; tested)

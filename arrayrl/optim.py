@@ -51,6 +51,7 @@ def _check_number(value: Any, name: str, *, low: float = 0.0, high: float | None
     ``TypeError`` for non-numbers (bools included), ``ValueError`` for NaN, infinities and values out of range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
     if high is None:
         ok, bounds = value >= low, f">= {low}"
     else:
@@ -114,6 +115,8 @@ class Optimizer:
     Hyper-parameters are attributes (``opt.lr = 1e-4`` changes the learning rate of later updates, as editing a
     torch param group).
     """
+
+    maximize: bool = False  # ascend instead of descend (torch's ``maximize``)
 
     def init(self, params: Any) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -64,7 +64,7 @@ def _real(value: Any, name: str) -> float:
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name}: expected a finite number, got {value}")
-    return value
+    return float(value)
 
 
 def _wrapped_kind(rng: Any) -> str | None:

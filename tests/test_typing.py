@@ -21,28 +21,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: files with mypy errors when the check was introduced (to be fixed, then removed from here)
 KNOWN_ERRORS = frozenset({
-    "arrayrl/_backend.py",
-    "arrayrl/_checks.py",
-    "arrayrl/_kernels.py",
     "arrayrl/autodiff/api.py",
     "arrayrl/autodiff/check.py",
     "arrayrl/autodiff/core.py",
     "arrayrl/nn/keyed.py",
-    "arrayrl/nn/layers.py",
-    "arrayrl/objectives/_nets.py",
-    "arrayrl/objectives/dqn.py",
-    "arrayrl/objectives/iql.py",
-    "arrayrl/objectives/multiagent/qmixer.py",
     "arrayrl/objectives/ppo.py",
-    "arrayrl/objectives/utils.py",
-    "arrayrl/optim.py",
-    "arrayrl/random.py",
-    "arrayrl/recipes/buffer.py",
-    "arrayrl/recipes/dqn_cartpole.py",
-    "arrayrl/testing/strategies.py",
     "arrayrl/value/estimators.py",
-    "arrayrl/value/functional.py",
-    "arrayrl/value/registry.py",
 })
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)

@@ -81,7 +81,7 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {
 }
 
 # activations that ops.linear fuses into the layer (function -> ops.linear's activation name)
-_FUSABLE = {ops.relu: "relu", _tanh: "tanh"}
+_FUSABLE: dict[Callable[..., Any], str] = {ops.relu: "relu", _tanh: "tanh"}
 
 # torch.nn class names accepted in place of the strings (no torch import needed).
 _TORCH_NAMES = {

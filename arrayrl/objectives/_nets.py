@@ -172,7 +172,7 @@ def ensemble_apply(module: KeyedModuleBase, params: Any, batch: Mapping, key: An
 def keyed_output(module: KeyedModuleBase, params: Any, batch: Mapping, key: Any, what: str | None = None) -> Any:
     """``module.apply(params, batch)[key]``; a plain :class:`KeyedModule` writing ``key`` runs its network on the
     input arrays directly (same arrays, without building the output batch)."""
-    if type(module) in _PLAIN_KEYED:
+    if isinstance(module, KeyedModule) and type(module) in _PLAIN_KEYED:
         k = _data.unravel_key(key)
         if k in module.out_keys:
             return module.forward_arrays(params, *module._read(batch))[module.out_keys.index(k)]

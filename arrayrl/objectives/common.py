@@ -77,7 +77,7 @@ class LossModule:
     class _AcceptedKeys:
         pass
 
-    default_keys = _AcceptedKeys
+    default_keys: Any = _AcceptedKeys  # each loss binds its own _AcceptedKeys dataclass
     default_value_estimator: Any = None
     SUPPORTED_VALUE_ESTIMATORS: tuple = ()
     _OUT_KEYS: tuple = ()

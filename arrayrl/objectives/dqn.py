@@ -33,12 +33,12 @@ _PRIORITY_KEY_ERROR = "Setting 'priority' via the constructor is deprecated, use
 
 
 def _check_common(loss_function: str | None, reduction: str | None, use_prioritized_weights: Any = "auto",
-                  **flags: Any) -> tuple[str, str]:
+                  **flags: Any) -> tuple[Any, str]:
     """Validate the constructor arguments every value loss shares (``ValueError``/``TypeError`` naming them):
     ``reduction``, ``loss_function``, ``use_prioritized_weights`` and the boolean ``flags`` (``delay_value``...)."""
     reduction = "mean" if reduction is None else reduction
     check_choice(reduction, "reduction", ("mean", "sum", "none"))
-    if loss_function is not None:
+    if loss_function is not None:  # None: the loss has no distance (DistributionalDQNLoss)
         check_choice(loss_function, "loss_function", ("l1", "l2", "smooth_l1"))
     check_choice(use_prioritized_weights, "use_prioritized_weights", ("auto", True, False))
     for name, value in flags.items():

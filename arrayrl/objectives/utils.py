@@ -272,6 +272,14 @@ class HardUpdate(TargetNetUpdater):
 
 # --------------------------------------------------------------------------------------------- hold-out helpers
 class _ContextDecorator:
+    """Base of the hold-out helpers: usable as ``with obj:`` and as a decorator."""
+
+    def __enter__(self) -> Any:  # pragma: no cover - overridden
+        return self
+
+    def __exit__(self, *exc: Any) -> None:  # pragma: no cover - overridden
+        return None
+
     def __call__(self, func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapped(*args: Any, **kwargs: Any) -> Any:

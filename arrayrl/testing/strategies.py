@@ -201,21 +201,20 @@ def trajectory_batches(
     layout = batch + (T,) + feature_shape  # TorchRL's [*B, T, *F]
     ndim = len(layout)
     default_ax = len(batch)
+    def _moved(at: int) -> tuple:
+        """The layout with the time axis moved to position ``at``."""
+        dims = list(layout)
+        del dims[default_ax]
+        dims.insert(at, T)
+        return tuple(dims)
+
     if time_axis == "any":
         ax = draw(st.integers(0, ndim - 1))
-        shape = list(layout)
-        del shape[default_ax]
-        shape.insert(ax, T)
-        shape = tuple(shape)
+        shape = _moved(ax)
         time_dim = ax if draw(st.booleans()) else ax - ndim
     else:
-        shape = layout
         time_dim = (-2 if ndim >= 2 else -1) if time_axis == "default" else int(time_axis)
-        if time_axis != "default":
-            shape = list(layout)
-            del shape[default_ax]
-            shape.insert(time_dim % ndim, T)
-            shape = tuple(shape)
+        shape = layout if time_axis == "default" else _moved(time_dim % ndim)
     ax = time_dim % ndim
     floats = st.floats(-value_bound, value_bound, width=64)
     arr = {f: draw(hnp.arrays(np.float64, shape, elements=floats)) for f in ("state_value", "next_state_value",

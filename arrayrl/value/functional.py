@@ -108,11 +108,19 @@ class _Ctx:
         self.zero = xp.zeros((), dtype=ref.dtype, device=ref.device)
         self.one = xp.ones((), dtype=ref.dtype, device=ref.device)
 
+    @property
+    def time_axis(self) -> int:
+        """The normalised time axis (only for functions that have one: not TD(0))."""
+        ax = self.ax
+        assert ax is not None, "this estimator has no time axis"
+        return ax
+
     def last_step(self) -> Any:
         """Bool array, broadcastable to ``shape``, True at the last index of the time axis."""
-        xp, T = self.xp, self.shape[self.ax]
+        ax = self.time_axis
+        xp, T = self.xp, self.shape[ax]
         idx = xp.arange(T, device=self.device) == T - 1
-        return xp.reshape(idx, tuple(T if i == self.ax else 1 for i in range(len(self.shape))))
+        return xp.reshape(idx, tuple(T if i == ax else 1 for i in range(len(self.shape))))
 
 
 def _time_axis(time_dim: Any, ndim: int) -> int:
@@ -177,7 +185,7 @@ def _prepare(floats: Mapping[str, Any], flags: Mapping[str, Any], time_dim: Any 
     return _Ctx(xp, ref, ref_name, ax)
 
 
-_THRESHOLD_RANGE = {"low": 0.0, "high": math.inf, "low_open": True}  # V-trace's rho_thresh, c_thresh: (0, inf]
+_THRESHOLD_RANGE: dict[str, Any] = {"low": 0.0, "high": math.inf, "low_open": True}  # V-trace's rho_thresh, c_thresh: (0, inf]
 
 
 def _check_hyperparameter(value: Any, name: str, low: float = 0.0, high: float = 1.0, *, low_open: bool = False) -> Any:
@@ -436,7 +444,7 @@ def td_lambda_return_estimate(
                 "rolling_gamma=False is expected only with time-sensitive (per-step) gamma or lambda values"
             )
         return _non_rolling_return(ctx, g, lm, vstar, reward, done, ends)
-    fused = _numba_scan.try_td_lambda(g, lm, next_state_value, reward, done, terminated, ctx.ax)
+    fused = _numba_scan.try_td_lambda(g, lm, next_state_value, reward, done, terminated, ctx.time_axis)
     if fused is not None:  # NumPy + numba: the fused TD(lambda) pass
         return fused
     w = xp.where(ends, ctx.one, _const(ctx, 1.0 - lm))
@@ -475,7 +483,7 @@ def _non_rolling_return(ctx: _Ctx, g: Any, lm: Any, vstar: Any, reward: Any, cut
     ``G_k = sum_{i >= k, no cut in [k, i)} (g_k lm_k)^{i-k} (r_i + g_k (1 - lm_k) V*_i + g_k lm_k [boot_i] V*_i)``,
     evaluated with a ``[..., T(k), T(i)]`` table (exact powers; no truncation).
     """
-    xp, ax = ctx.xp, ctx.ax
+    xp, ax = ctx.xp, ctx.time_axis
     T = ctx.shape[ax]
 
     def last(a: Any) -> Any:  # time axis last
@@ -539,7 +547,7 @@ def generalized_advantage_estimate(
     )
     g = _coef(ctx, gamma, "gamma")
     lm = _coef(ctx, lmbda, "lmbda")
-    fused = _numba_scan.try_gae(g, lm, state_value, next_state_value, reward, done, terminated, ctx.ax)
+    fused = _numba_scan.try_gae(g, lm, state_value, next_state_value, reward, done, terminated, ctx.time_axis)
     if fused is not None:  # NumPy + numba: delta, scan and target in one compiled pass
         return fused
     delta = reward + g * _masked(ctx, terminated, next_state_value) - state_value
@@ -590,7 +598,7 @@ def vtrace_advantage_estimate(
         time_dim,
     )
     terminated = _default_terminated(done, terminated)
-    xp, ax = ctx.xp, ctx.ax
+    xp, ax = ctx.xp, ctx.time_axis
     g = _coef(ctx, gamma, "gamma")
     rho = xp.exp(log_pi - log_mu)
     rho_bar = xp.clip(rho, max=_coef(ctx, rho_thresh, "rho_thresh", **_THRESHOLD_RANGE))

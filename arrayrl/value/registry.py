@@ -58,7 +58,7 @@ _BUILTIN_DEFAULTS: dict[ValueEstimators, dict[str, Any]] = {
 class _Entry:
     __slots__ = ("cls", "default_kwargs")
 
-    def __init__(self, cls: type, default_kwargs: dict) -> None:
+    def __init__(self, cls: Any, default_kwargs: dict) -> None:
         self.cls = cls
         self.default_kwargs = dict(default_kwargs)
 
