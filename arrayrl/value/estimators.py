@@ -44,8 +44,43 @@ Standardisation (``average_gae``, ``average_rewards``, ``average_adv``) of a sin
 TorchRL's NaN (the unbiased std of one element is taken as 0, then clamped at ``eps``: ``(x - x) / eps``); the
 choice is made on the static shape, without reading data.
 
-Not implemented: ``shifted=True`` (raises ``NotImplementedError``). ``device`` and ``deactivate_vmap`` are accepted
-and ignored (arrays carry their device; there is no vmap).
+``device`` and ``deactivate_vmap`` are accepted and ignored (arrays carry their device; there is no vmap).
+
+Single value-network call (``shifted=True``)
+--------------------------------------------
+TorchRL 0.14.1's budgeted single call. Along the time axis (length ``T``) the network is run once on a sequence of
+``L = T + shifted_budget`` slots: the observations ``s_0..s_{T-1}`` in order, with the true next observation
+``("next", in_key)[t]`` inserted right after every *truncated* step (``done & ~terminated``, the last step
+excluded), and the last next observation ``("next", in_key)[T-1]`` after ``s_{T-1}``. With no truncation inside the
+trajectory this is the concatenation ``[s_0, ..., s_{T-1}, s'_{T-1}]`` (plus ``shifted_budget - 1`` zero slots).
+``state_value[t]`` is read at the slot of ``s_t`` and ``("next", state_value)[t]`` at the slot that follows it.
+It relies on TorchRL's single-step layout: ``("next", obs)[t] == obs[t+1]`` whenever ``done[t]`` is False
+(n-step/``MultiStep`` batches break it: use ``shifted=False``). At done boundaries inside the trajectory:
+
+* **truncated step** (``done & ~terminated``): its true next observation is inserted, so it bootstraps from
+  ``V(("next", obs)[t])``, exactly as with ``shifted=False``; each insertion uses one slot of the budget.
+* **terminated step** (``done & terminated``): nothing is inserted (no budget used); ``("next", state_value)[t]`` is
+  the value of the *reset* observation ``obs[t+1]`` (of the last next observation for ``t = T-1``). The estimators
+  never read it (a terminated step does not bootstrap), but the written ``("next", state_value)`` differs from
+  ``shifted=False`` there.
+* **budget exhausted** (more truncations than ``shifted_budget - 1``): the steps whose next slot falls beyond ``L``
+  are dropped: ``"shifted_valid"`` (written at the root, shape ``[*B]``, bool) is False there, their advantage and
+  value target are 0 and their written values are meaningless. The last kept step is cut like the end of the
+  rollout (``done := True``): a non-terminated one bootstraps from its own next observation; a *terminated* one
+  stays terminated (TorchRL sets ``terminated := False`` there and bootstraps from the terminal observation: a
+  defect, reproduced with ``torchrl_compat=True``, see docs/divergences.md). ``average_gae`` then uses the
+  masked (biased) mean and std over the kept steps, as TorchRL; ``shifted_budget >= T`` never drops a step.
+* **time axis**: the sequence is built along the estimator's time axis (``time_dim``). TorchRL builds it along the
+  last batch dimension (the dimension named ``"time"``, which arrayrl batches do not have) whatever ``time_dim``
+  says, which mixes environments when ``time_dim`` is not the last batch dimension; ``torchrl_compat=True``
+  reproduces it.
+* A batch that holds ``"shifted_valid"`` (the output of a shifted estimator) is treated as TorchRL does, by every
+  estimator: the last kept step is cut and the outputs are zeroed where it is False.
+
+One set of parameters serves both ``t`` and ``t+1``: ``target_params`` other than ``params`` raise ``ValueError``
+(``params`` alone is accepted; TorchRL raises then too, because it clones ``params`` into ``target_params``). With
+``skip_existing=True`` and both values present in the batch, the network does not run and nothing is shifted.
+``MultiAgentGAE`` supports it with team-level reward/done/terminated only.
 """
 
 from __future__ import annotations
@@ -95,9 +130,23 @@ def _standardize(x: Any, eps: float, axis: Any = None) -> Any:
     return (x - loc) / scale
 
 
-def _standardize_by_group(x: Any, groups: Any, eps: float) -> Any:
+def _masked_standardize(x: Any, mask: Any, eps: float, axis: Any = None) -> Any:
+    """``(x - mean) / max(std, eps)`` over the entries where the bool ``mask`` (``x``'s shape) is True, with the
+    biased std (TorchRL's masked ``average_gae``); the count is clamped at 1."""
+    xp = namespace_of(x)
+    w = xp.astype(stop_gradient(mask), x.dtype)
+    keep = axis is not None
+    count = xp.clip(xp.sum(w, axis=axis, keepdims=keep), min=1.0)
+    loc = xp.sum(x * w, axis=axis, keepdims=keep) / count
+    c = x - loc
+    scale = xp.clip(xp.sqrt(xp.sum(c * c * w, axis=axis, keepdims=keep) / count), min=eps)
+    return c / scale
+
+
+def _standardize_by_group(x: Any, groups: Any, eps: float, mask: Any = None) -> Any:
     """Standardise ``x`` within the groups of the integer array ``groups`` (leading dims of ``x``; TorchRL's
-    ``_standardize_by_group``). The number of groups is data dependent, as in TorchRL."""
+    ``_standardize_by_group``). The number of groups is data dependent, as in TorchRL. ``mask`` (bool, ``x``'s
+    shape): only those entries count in the means and (unbiased) variances."""
     xp = namespace_of(x)
     while groups.ndim < x.ndim:
         groups = xp.expand_dims(groups, axis=-1)
@@ -110,6 +159,9 @@ def _standardize_by_group(x: Any, groups: Any, eps: float) -> Any:
     n_groups = int(gxp.max(inv)) + 1 if inv.shape[0] else 0
     onehot = gxp.astype(inv[:, None] == gxp.arange(n_groups, device=inv.device)[None, :], x.dtype)  # [n, G]
     flat = xp.reshape(x, (-1,))
+    if mask is not None:
+        wm = gxp.astype(gxp.reshape(stop_gradient(mask), (-1,)), x.dtype)
+        onehot = onehot * wm[:, None]
     count = gxp.sum(onehot, axis=0)
     mean = (flat @ onehot) / gxp.clip(count, min=1.0)
     centered = flat - xp.take(mean, inv, axis=0)
@@ -127,7 +179,11 @@ class ValueEstimatorBase:
     Keyword Args:
         value_network: a callable ``batch -> batch`` writing the value key, or ``None`` (the batch must then hold
             ``value`` and ``("next", value)``).
-        shifted: only ``False`` is supported.
+        shifted: ``True``: one value-network call on ``T + shifted_budget`` slots (see the module docstring).
+        shifted_budget: the number of extra slots (``>= 1``) of the ``shifted=True`` sequence.
+        torchrl_compat: with ``shifted=True``, reproduce TorchRL 0.14.1 where it departs from the correct semantics
+            (the sequence built along the last batch dimension whatever ``time_dim``; a terminated last kept step
+            bootstraps). Default ``False``.
         differentiable: see the module docstring (default ``False``, as TorchRL).
         skip_existing: reuse values already present in the batch instead of running the network.
         device, deactivate_vmap: accepted for TorchRL compatibility, ignored.
@@ -172,6 +228,7 @@ class ValueEstimatorBase:
         value_chunk_dim: int = 0,
         shifted_budget: int = 1,
         group_key: Any = None,
+        torchrl_compat: bool = False,
     ):
         for name, val in (("advantage_key", advantage_key), ("value_target_key", value_target_key),
                           ("value_key", value_key)):
@@ -179,8 +236,10 @@ class ValueEstimatorBase:
                 raise RuntimeError(
                     f"Setting '{name}' via constructor is deprecated, use .set_keys({name[:-4]}='some_key') instead."
                 )
-        if shifted:
-            raise NotImplementedError("shifted=True is not implemented in arrayrl; use shifted=False")
+        if shifted is not True and shifted is not False:
+            raise ValueError(f"shifted must be a boolean, got {shifted!r}.")
+        if isinstance(shifted_budget, bool) or not isinstance(shifted_budget, int):
+            raise TypeError(f"shifted_budget must be an integer, got {type(shifted_budget)}.")
         if shifted_budget < 1:
             raise ValueError(f"shifted_budget must be >= 1, got {shifted_budget}.")
         if value_network is not None and not callable(value_network):
@@ -200,8 +259,9 @@ class ValueEstimatorBase:
         if isinstance(value_chunk_dim, bool) or not isinstance(value_chunk_dim, int):
             raise TypeError(f"value_chunk_dim must be an integer, got {type(value_chunk_dim)}.")
         self.value_chunk_dim = value_chunk_dim
-        self.shifted = False
+        self.shifted = shifted
         self.shifted_budget = shifted_budget
+        self.torchrl_compat = bool(torchrl_compat)
         self.group_key = group_key
         self._tensor_keys = None
         self.dep_keys: dict = {}
@@ -310,7 +370,10 @@ class ValueEstimatorBase:
         return value.ndim - 1
 
     def _time_axis(self, time_dim: int | None, value: Any) -> int:
-        nb = self._batch_ndim(value)
+        return self._axis_in(time_dim, self._batch_ndim(value), value)
+
+    def _axis_in(self, time_dim: int | None, nb: int, value: Any) -> int:
+        """``time_dim`` (or ``self.time_dim``, or the last) as one of ``nb`` batch dimensions."""
         if nb < 1:
             raise ValueError(
                 f"Expected a batch with at least one batch dimension (arrays [*B, T, F]), got a value of shape "
@@ -335,12 +398,43 @@ class ValueEstimatorBase:
             gamma = xp.astype(gamma, reward.dtype)
         return gamma**steps
 
-    def _signals(self, batch: Mapping) -> tuple:
+    def _signals(self, batch: Mapping, time_dim: int | None = None) -> tuple:
+        """``(reward, done, terminated)``; with ``"shifted_valid"`` in the batch, the last kept step is cut
+        (``done := True``; ``terminated := False`` too with ``torchrl_compat``), as TorchRL's
+        ``_prepare_shifted_tensordict``."""
         tk = self.tensor_keys
         reward = _data.get(batch, ("next", tk.reward), what="reward")
         done = _data.get(batch, ("next", tk.done), what="done")
         terminated = _data.get_or(batch, ("next", tk.terminated), done)
+        valid = _data.get_or(batch, _VALID_KEY, None)
+        if valid is not None:
+            check_array(done, _key_name(("next", tk.done)))
+            check_array(terminated, _key_name(("next", tk.terminated)))
+            last = self._last_valid(valid, time_dim, done)
+            xp = namespace_of(done, terminated)
+            done = xp.logical_or(done, last)
+            if self.torchrl_compat:
+                terminated = xp.logical_and(terminated, xp.logical_not(last))
         return reward, done, terminated
+
+    def _last_valid(self, valid: Any, time_dim: int | None, like: Any) -> Any:
+        """``valid & ~valid[t+1]`` along the time axis (False at the last step), broadcast to ``like``'s shape."""
+        check_array(valid, _key_name(_VALID_KEY))
+        xp = namespace_of(valid)
+        if not xp.isdtype(valid.dtype, "bool"):
+            raise TypeError(f"{_key_name(_VALID_KEY)}: expected a bool array, got dtype {valid.dtype}")
+        ax = self._axis_in(time_dim, valid.ndim, valid)
+        last = xp.logical_and(valid, xp.logical_not(_shift_up(xp, valid, ax, True)))
+        return _broadcast_trailing(xp, last, like, _VALID_KEY)
+
+    def _mask_valid(self, out: Mapping, x: Any) -> Any:
+        """``x`` zeroed where ``out["shifted_valid"]`` is False (TorchRL's ``_mask_shifted_output``)."""
+        valid = _data.get_or(out, _VALID_KEY, None)
+        if valid is None:
+            return x
+        xp = namespace_of(x)
+        mask = _broadcast_trailing(namespace_of(valid), valid, x, _VALID_KEY)
+        return xp.where(mask, x, xp.zeros((), dtype=x.dtype, device=x.device))
 
     def _check_signals(self, value: Any, next_value: Any, reward: Any, done: Any, terminated: Any) -> None:
         """The functional layer's checks (:func:`arrayrl.value.functional._validate`) on the value (the reference;
@@ -435,8 +529,10 @@ class ValueEstimatorBase:
             nxt = _data.with_(nxt, k, xp.where(xp.isnan(n), r, n))
         return root, nxt
 
-    def _values(self, batch: Mapping, params: Any, target_params: Any) -> tuple[Any, Any, dict]:
-        """``(value, next_value, out)``; ``out`` is ``batch`` with the network's values written (if it ran)."""
+    def _values(self, batch: Mapping, params: Any, target_params: Any,
+                time_dim: int | None = None) -> tuple[Any, Any, dict]:
+        """``(value, next_value, out)``; ``out`` is ``batch`` with the network's values written (if it ran) and,
+        with ``shifted=True``, ``"shifted_valid"``."""
         tk = self.tensor_keys
         out = dict(batch)
         if self.value_network is None:
@@ -451,6 +547,15 @@ class ValueEstimatorBase:
             raise ValueError("params and target_params must be either both provided or not.")
         root, nxt = self._net_inputs(batch)
         skip = bool(self.skip_existing)
+        if self.shifted and not (skip and _data.has(batch, tk.value) and _data.has(batch, ("next", tk.value))):
+            if target_params is not None and target_params is not params:
+                raise ValueError("the value at t and t+1 cannot be retrieved in a single call (shifted=True) when "
+                                 "target_params differ from params.")
+            value, next_value, valid = self._shifted_values(batch, root, nxt, params, time_dim)
+            out = _data.with_(out, tk.value, value)
+            out = _data.with_(out, ("next", tk.value), next_value)
+            out = _data.with_(out, _VALID_KEY, valid)
+            return value, stop_gradient(next_value), out
         value = _data.get_or(batch, tk.value, None) if skip else None
         if value is None:
             value = self._run_net(root, params)
@@ -460,6 +565,99 @@ class ValueEstimatorBase:
             next_value = self._run_net(nxt, stop_gradient(target_params) if target_params is not None else None)
             out = _data.with_(out, ("next", tk.value), next_value)
         return value, stop_gradient(next_value), out
+
+    def _shifted_values(self, batch: Mapping, root: Mapping, nxt: Mapping, params: Any,
+                        time_dim: int | None) -> tuple[Any, Any, Any]:
+        """``(value, next_value, valid)`` from one network call on ``T + shifted_budget`` slots (module docstring).
+
+        The slot of every item is computed from ``done``/``terminated`` only (no data-dependent control flow):
+        ``root_slot[t] = t + #truncations before t``, ``next_slot = root_slot + 1``. The sequence is gathered (no
+        scatter in the array API) from the interleaved ``[s_0, s'_0, s_1, s'_1, ...]`` by a stable argsort of the
+        slots of the kept items; where a dropped step's observation and the last kept step's next observation
+        claim the same slot, the next observation wins (it comes first in the interleaved order), as in TorchRL.
+        """
+        tk = self.tensor_keys
+        done_key, term_key = ("next", tk.done), ("next", tk.terminated)
+        done = _data.get(batch, done_key, what="done")
+        terminated = _data.get_or(batch, term_key, done)
+        for k, a in ((done_key, done), (term_key, terminated)):
+            check_array(a, _key_name(k))
+            if not namespace_of(a).isdtype(stop_gradient(a).dtype, "bool"):
+                raise TypeError(f"{_key_name(k)}: expected a bool array, got dtype {a.dtype}")
+            if a.ndim < 2:
+                raise ValueError(f"{_key_name(k)}: expected [*B, T, F] with at least one batch dimension, "
+                                 f"got shape {tuple(a.shape)}")
+        if tuple(done.shape) != tuple(terminated.shape):
+            raise ValueError(f"{_key_name(term_key)}: expected shape {tuple(done.shape)} (the shape of "
+                             f"{_key_name(done_key)}), got {tuple(terminated.shape)}")
+        d, tm = stop_gradient(done), stop_gradient(terminated)
+        ixp = namespace_of(d, tm)
+        if d.shape[-1] == 1:
+            d, tm = d[..., 0], tm[..., 0]
+        else:
+            d, tm = ixp.any(d, axis=-1), ixp.any(tm, axis=-1)
+        shape = tuple(d.shape)
+        nb = len(shape)
+        ax = nb - 1 if self.torchrl_compat else self._axis_in(time_dim, nb, done)
+        T = shape[ax]
+        L = T + self.shifted_budget
+        dev = d.device
+        bshape = tuple(T if i == ax else 1 for i in range(nb))
+        arange = ixp.reshape(ixp.arange(T, dtype=ixp.int64, device=dev), bshape)
+        is_last = arange == (T - 1)
+        reset = ixp.logical_and(ixp.logical_and(d, ixp.logical_not(tm)), ixp.logical_not(is_last))
+        reset_i = ixp.astype(reset, ixp.int64)
+        root_slot = arange + ixp.cumulative_sum(reset_i, axis=ax) - reset_i
+        next_slot = root_slot + 1
+        valid = next_slot < L
+        next_valid = _shift_up(ixp, valid, ax, True)
+        keep_next = ixp.logical_and(valid, ixp.logical_or(ixp.logical_or(reset, is_last), ixp.logical_not(next_valid)))
+        keep_root = root_slot < L
+        big = ixp.full((), 2 * L + 2, dtype=ixp.int64, device=dev)
+        key_root = ixp.where(keep_root, root_slot, big)
+        key_next = ixp.where(keep_next, next_slot, big)
+        keys = _interleave(ixp, key_root, key_next, ax)  # [.., 2T, ..]
+        order = ixp.argsort(keys, axis=ax, stable=True)
+        take = tuple(slice(0, L) if i == ax else slice(None) for i in range(nb))
+        order = order[take]
+        filled = ixp.take_along_axis(keys, order, axis=ax) < L
+
+        in_keys = getattr(self.value_network, "in_keys", None)
+        if in_keys is None:
+            in_keys = [k for k, v in _leaf_items(root) if k[0] != "next" and tuple(v.shape[:nb]) == shape]
+        data_in = dict(root)
+        data_in.pop("next", None)
+        for k in in_keys:
+            r = _data.get_or(root, k, None)
+            if r is None:
+                continue
+            n = _data.get_or(nxt, k, r)
+            name = _key_name(k)
+            if tuple(r.shape[:nb]) != shape:
+                raise ValueError(f"{name}: shifted=True needs the batch shape {shape} (of the done flags) in front, "
+                                 f"got {tuple(r.shape)}")
+            if tuple(n.shape) != tuple(r.shape):
+                raise ValueError(f"key {_data.key_str(('next',) + _data.unravel_key(k))}: expected shape "
+                                 f"{tuple(r.shape)} (the shape of {name}), got {tuple(n.shape)}")
+            xp = namespace_of(r, n)
+            seq = _interleave(xp, r, n, ax)
+            idx = _broadcast_trailing(ixp, order, seq, k, axis_len=(ax, L))
+            seq = xp.take_along_axis(seq, idx, axis=ax)
+            mask = _broadcast_trailing(ixp, filled, seq, k)
+            seq = xp.where(mask, seq, xp.zeros((), dtype=seq.dtype, device=seq.device))
+            data_in = _data.with_(data_in, k, seq)
+        values = self._run_net(data_in, params)
+        check_array(values, "value written by value_network")
+        if tuple(values.shape[:nb]) != tuple(L if i == ax else s for i, s in enumerate(shape)):
+            raise ValueError(f"value written by value_network: expected the batch shape of its input in front, got "
+                             f"{tuple(values.shape)}")
+        vxp = namespace_of(values)
+
+        def gather(slot: Any) -> Any:
+            idx = _broadcast_trailing(ixp, ixp.clip(slot, max=L - 1), values, tk.value, axis_len=(ax, T))
+            return vxp.take_along_axis(values, idx, axis=ax)
+
+        return gather(root_slot), gather(next_slot), valid
 
     def _next_value(self, batch: Mapping, target_params: Any) -> Any:
         """``V(s')``: ``batch["next"][value]`` without a network, else the network run on ``batch["next"]``."""
@@ -479,11 +677,45 @@ class ValueEstimatorBase:
                 if v is not None and _data.get_or(batch, k, None) is not v:
                     out = _data.with_(out, k, stop_gradient(v))
         for k, v in written.items():
+            if k in (tk.advantage, tk.value_target):
+                v = self._mask_valid(out, v)
             out = _data.with_(out, k, v if self.differentiable else stop_gradient(v))
         return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(gamma={getattr(self, 'gamma', None)!r}, differentiable={self.differentiable})"
+
+
+_VALID_KEY = "shifted_valid"
+
+
+def _shift_up(xp: Any, a: Any, ax: int, fill: bool) -> Any:
+    """``a[t+1]`` along ``ax``, ``fill`` at the last index (bool arrays)."""
+    n = a.shape[ax]
+    rest = a[tuple(slice(1, n) if i == ax else slice(None) for i in range(a.ndim))]
+    pad_shape = tuple(1 if i == ax else s for i, s in enumerate(a.shape))
+    return xp.concat([rest, xp.full(pad_shape, fill, dtype=a.dtype, device=a.device)], axis=ax)
+
+
+def _interleave(xp: Any, a: Any, b: Any, ax: int) -> Any:
+    """``[a_0, b_0, a_1, b_1, ...]`` along ``ax`` (``a``, ``b`` of one shape)."""
+    st = xp.stack([a, b], axis=ax + 1)
+    shape = list(a.shape)
+    shape[ax] = 2 * shape[ax]
+    return xp.reshape(st, tuple(shape))
+
+
+def _broadcast_trailing(xp: Any, a: Any, like: Any, key: Any, axis_len: tuple | None = None) -> Any:
+    """``a`` (shape a prefix of ``like``'s) with trailing axes added and broadcast to ``like``'s shape (with
+    ``axis_len=(ax, n)``, axis ``ax`` of the result has length ``n``)."""
+    target = list(like.shape)
+    if axis_len is not None:
+        target[axis_len[0]] = axis_len[1]
+    if a.ndim > len(target) or tuple(a.shape) != tuple(target[: a.ndim]):
+        raise ValueError(f"{_key_name(key)}: shape {tuple(like.shape)} does not start with the batch shape "
+                         f"{tuple(a.shape)}")
+    a = xp.reshape(a, tuple(a.shape) + (1,) * (len(target) - a.ndim))
+    return xp.broadcast_to(a, tuple(target))
 
 
 def _key_name(key: Any) -> str:
@@ -529,7 +761,7 @@ class _ReturnEstimator(ValueEstimatorBase):
     def forward(self, batch: Mapping, *, params: Any = None, target_params: Any = None,
                 time_dim: int | None = None) -> dict:
         self._check_batch(batch)
-        value, next_value, out = self._values(batch, params, target_params)
+        value, next_value, out = self._values(batch, params, target_params, time_dim)
         target, reward = self._target(out, next_value, time_dim, value)
         written = {self.tensor_keys.advantage: target - value, self.tensor_keys.value_target: target}
         if self.average_rewards:
@@ -546,7 +778,7 @@ class _ReturnEstimator(ValueEstimatorBase):
 
     def _target(self, batch: Mapping, next_value: Any, time_dim: int | None, value: Any = None) -> tuple[Any, Any]:
         """``(value target, reward used)``; ``value`` (when given) is checked with the other arrays."""
-        reward, done, terminated = self._signals(batch)
+        reward, done, terminated = self._signals(batch, time_dim)
         self._check_signals(value, next_value, reward, done, terminated)
         if self.average_rewards:
             reward = self._standardized_reward(batch, reward, self._reward_eps)
@@ -651,21 +883,21 @@ class GAE(ValueEstimatorBase):
     def forward(self, batch: Mapping, *, params: Any = None, target_params: Any = None,
                 time_dim: int | None = None) -> dict:
         self._check_batch(batch)
-        value, next_value, out = self._values(batch, params, target_params)
+        value, next_value, out = self._values(batch, params, target_params, time_dim)
         adv, target = self._gae(out, value, next_value, time_dim)
         if self.average_gae:
-            adv = self._normalize_advantage(adv, self._group_ids(batch))
+            adv = self._normalize_advantage(adv, self._group_ids(batch), _data.get_or(out, _VALID_KEY, None))
         return self._finish(batch, out, {self.tensor_keys.advantage: adv, self.tensor_keys.value_target: target})
 
     def value_estimate(self, batch: Mapping, params: Any = None, target_params: Any = None,
                        time_dim: int | None = None, **kwargs: Any) -> Any:
         """The GAE value target ``A + V`` (runs the value network like :meth:`forward`)."""
         self._check_batch(batch)
-        value, next_value, out = self._values(batch, params, target_params)
+        value, next_value, out = self._values(batch, params, target_params, time_dim)
         return self._gae(out, value, next_value, time_dim)[1]
 
     def _gae(self, batch: Mapping, value: Any, next_value: Any, time_dim: int | None) -> tuple[Any, Any]:
-        reward, done, terminated = self._signals(batch)
+        reward, done, terminated = self._signals(batch, time_dim)
         tk = self.tensor_keys
         reward, done, terminated = (self._broadcast(a, value, ("next", k))
                                     for a, k in ((reward, tk.reward), (done, tk.done), (terminated, tk.terminated)))
@@ -687,8 +919,15 @@ class GAE(ValueEstimatorBase):
         """The batch array ``a`` (read at ``key``) as the estimator sees it: unchanged here (see MultiAgentGAE)."""
         return a
 
-    def _normalize_advantage(self, adv: Any, groups: Any) -> Any:
-        return _standardize(adv, 1e-4) if groups is None else _standardize_by_group(adv, groups, 1e-4)
+    def _normalize_advantage(self, adv: Any, groups: Any, valid: Any = None) -> Any:
+        """Standardise (clamp 1e-4); with ``valid`` (``"shifted_valid"``), over the kept steps only: the biased
+        std without groups, the unbiased one within groups (TorchRL's two masked variants)."""
+        if valid is None:
+            return _standardize(adv, 1e-4) if groups is None else _standardize_by_group(adv, groups, 1e-4)
+        mask = _broadcast_trailing(namespace_of(valid), valid, adv, _VALID_KEY)
+        if groups is None:
+            return _masked_standardize(adv, mask, 1e-4)
+        return _standardize_by_group(adv, groups, 1e-4, mask=mask)
 
 
 @register_value_estimator(ValueEstimators.MAGAE, default_kwargs={"gamma": 0.99, "lmbda": 0.95, "differentiable": True})
@@ -708,6 +947,18 @@ class MultiAgentGAE(GAE):
         if isinstance(agent_dim, bool) or not isinstance(agent_dim, int):
             raise TypeError(f"agent_dim: expected an int, got {type(agent_dim).__name__}")
         self.agent_dim = agent_dim
+
+    def _shifted_values(self, batch: Mapping, root: Mapping, nxt: Mapping, params: Any,
+                        time_dim: int | None) -> tuple[Any, Any, Any]:
+        value, next_value, valid = super()._shifted_values(batch, root, nxt, params, time_dim)
+        done = _data.get(batch, ("next", self.tensor_keys.done))
+        if done.ndim != value.ndim - 1:
+            raise NotImplementedError(
+                f"MultiAgentGAE with shifted=True needs team-level {_key_name(('next', self.tensor_keys.done))} "
+                f"(one dimension fewer than the value {tuple(value.shape)}), got shape {tuple(done.shape)}; "
+                f"use shifted=False for per-agent done flags."
+            )
+        return value, next_value, valid
 
     def _agent_axis(self, value: Any) -> int:
         """``agent_dim`` as an axis of ``value`` (``ValueError`` naming ``agent_dim`` when out of range; no wrap)."""
@@ -733,10 +984,13 @@ class MultiAgentGAE(GAE):
         shape[ax] = value.shape[ax]
         return xp.broadcast_to(expanded, tuple(shape))
 
-    def _normalize_advantage(self, adv: Any, groups: Any) -> Any:
+    def _normalize_advantage(self, adv: Any, groups: Any, valid: Any = None) -> Any:
         ax = self._agent_axis(adv)
+        mask = None if valid is None else _broadcast_trailing(namespace_of(valid), valid, adv, _VALID_KEY)
         if groups is None:
             reduce = tuple(d for d in range(adv.ndim) if d != ax)
+            if mask is not None:
+                return _masked_standardize(adv, mask, 1e-4, axis=reduce)
             return _standardize(adv, 1e-4, axis=reduce)
         xp = namespace_of(stop_gradient(groups))
         g = stop_gradient(groups)
@@ -745,7 +999,7 @@ class MultiAgentGAE(GAE):
         n = adv.shape[ax]
         agents = xp.reshape(xp.arange(n, device=g.device), tuple(n if d == ax else 1 for d in range(adv.ndim)))
         composite = xp.broadcast_to(g, tuple(adv.shape)) * n + xp.astype(agents, g.dtype)
-        return _standardize_by_group(adv, composite, 1e-4)
+        return _standardize_by_group(adv, composite, 1e-4, mask=mask)
 
 
 # ------------------------------------------------------------------------------------------------------ V-trace
@@ -800,7 +1054,7 @@ class VTrace(ValueEstimatorBase):
     def forward(self, batch: Mapping, *, params: Any = None, target_params: Any = None,
                 time_dim: int | None = None) -> dict:
         self._check_batch(batch)
-        value, next_value, out = self._values(batch, params, target_params)
+        value, next_value, out = self._values(batch, params, target_params, time_dim)
         adv, vs = self._vtrace(out, value, next_value, time_dim)
         if self.average_adv:
             groups = self._group_ids(batch)
@@ -811,7 +1065,7 @@ class VTrace(ValueEstimatorBase):
                        time_dim: int | None = None, **kwargs: Any) -> Any:
         """The V-trace target ``vs``."""
         self._check_batch(batch)
-        value, next_value, out = self._values(batch, params, target_params)
+        value, next_value, out = self._values(batch, params, target_params, time_dim)
         return self._vtrace(out, value, next_value, time_dim)[1]
 
     def _log_pi(self, batch: Mapping, value: Any) -> tuple[Any, str]:
@@ -826,7 +1080,7 @@ class VTrace(ValueEstimatorBase):
 
     def _vtrace(self, batch: Mapping, value: Any, next_value: Any, time_dim: int | None) -> tuple[Any, Any]:
         tk = self.tensor_keys
-        reward, done, terminated = self._signals(batch)
+        reward, done, terminated = self._signals(batch, time_dim)
         lp = _data.get(batch, tk.sample_log_prob, what="behaviour log-probability")
         self._check_signals(value, next_value, reward, done, terminated)
         mu_name = _key_name(tk.sample_log_prob)

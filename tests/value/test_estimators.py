@@ -342,8 +342,6 @@ def test_keyword_call_returns_advantage_and_target():
 def test_constructor_errors_and_deprecated_names():
     with pytest.raises(RuntimeError, match="set_keys"):
         AV.GAE(gamma=0.9, lmbda=0.9, value_network=None, advantage_key="a")
-    with pytest.raises(NotImplementedError, match="shifted"):
-        AV.GAE(gamma=0.9, lmbda=0.9, value_network=None, shifted=True)
     with pytest.raises(TypeError, match="value_network"):
         AV.GAE(gamma=0.9, lmbda=0.9, value_network=3)
     with pytest.warns(DeprecationWarning, match="deprecated"):
