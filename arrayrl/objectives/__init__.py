@@ -8,12 +8,14 @@ networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and
 from . import actor_critic, functional, policy_gradient, value_norm
 from .a2c import A2CLoss
 from .common import LossModule
+from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from .reinforce import ReinforceLoss
 from .sac import DiscreteSACLoss, SACLoss
+from .td3 import TD3BCLoss, TD3Loss
 from .utils import (
     HardUpdate,
     SoftUpdate,
@@ -49,6 +51,9 @@ __all__ = [
     "ReinforceLoss",
     "SACLoss",
     "DiscreteSACLoss",
+    "DDPGLoss",
+    "TD3Loss",
+    "TD3BCLoss",
     "MAPPOLoss",
     "IPPOLoss",
     "KLAdaptiveLR",
