@@ -1,5 +1,6 @@
 """Distributions for policies: :class:`Normal`, :class:`IndependentNormal`, :class:`TanhNormal`, :class:`Delta`,
-:class:`TanhDelta`, :class:`Categorical`, :class:`OneHotCategorical`.
+:class:`TanhDelta`, :class:`Categorical`, :class:`OneHotCategorical`, :class:`MaskedCategorical` (action masks,
+TorchRL's semantics, NaN-free gradients) and :class:`CompositeDistribution` (several named action heads).
 
 Written once against the array API: parameters may be raw arrays of any backend or taped
 :class:`arrayrl.autodiff.Tensor`\\ s, so ``log_prob``, ``entropy`` and ``rsample`` are differentiable through the
@@ -55,6 +56,8 @@ __all__ = [
     "TanhDelta",
     "Categorical",
     "OneHotCategorical",
+    "MaskedCategorical",
+    "CompositeDistribution",
     "safe_tanh",
     "safe_atanh",
     "tanh_log_abs_det_jacobian",
@@ -443,7 +446,10 @@ class TanhNormal(Distribution):
 
     ``log p(action) = sum_event[ log N(u; loc, scale) - log|d tanh/du|(u) - log s ]`` with
     ``u = atanh((action - c) / s)`` and the stable ``log|d tanh/du| = 2 (log 2 - u - softplus(-2u))``.
-    ``rsample_and_log_prob`` scores the pre-tanh draw itself (no inverse), which stays exact when tanh saturates.
+    ``rsample_and_log_prob`` scores the pre-tanh draw itself (no inverse), which stays exact when tanh saturates;
+    ``rsample_and_log_prob(..., return_pre_tanh=True)`` also returns that draw ``u``, and
+    ``log_prob(action, pre_tanh=u)`` scores a stored action at it (``ProbabilisticModule(store_pre_tanh=True)``
+    and ``PPOLoss`` use the pair for an exact ratio).
 
     Args:
         loc, scale: ``[*B, *E]`` (scale may be a number or a callable, as TorchRL).
@@ -463,6 +469,8 @@ class TanhNormal(Distribution):
     """
 
     has_rsample = True
+    #: ``log_prob(value, pre_tanh=u)`` and ``rsample_and_log_prob(..., return_pre_tanh=True)`` are available
+    supports_pre_tanh = True
 
     def __init__(self, loc: Any, scale: Any, upscale: float = 5.0, low: Any = -1.0, high: Any = 1.0,
                  event_dims: int | None = None, tanh_loc: bool = False, safe_tanh: bool = True, *,
@@ -495,9 +503,20 @@ class TanhNormal(Distribution):
         base = _sum_rightmost(self._base._elementwise_log_prob(u, xp), self.event_dims, xp)
         return xp.subtract(base, _sum_rightmost(self._t.log_abs_det_jacobian(u, xp), self.event_dims, xp))
 
-    def log_prob(self, value: Any) -> Any:
+    def log_prob(self, value: Any, *, pre_tanh: Any = None) -> Any:
+        """``log p(value)``; with ``pre_tanh=u`` (the pre-image the action was drawn as, ``value = c + s tanh(u)``)
+        the density is scored at ``u`` directly (no ``atanh``: exact where ``tanh`` saturates and
+        ``atanh(clip(tanh(u)))`` is not ``u``). ``value`` is then only checked for shape and dtype."""
         _check_value(value, self._full_shape)
         check_floating(value, "value")
+        if pre_tanh is not None:
+            check_floating(pre_tanh, "pre_tanh")
+            if tuple(pre_tanh.shape) != tuple(value.shape):
+                raise ValueError(f"pre_tanh: expected the shape of value {_fmt(tuple(value.shape))}, got "
+                                 f"{_fmt(tuple(pre_tanh.shape))}")
+            if pre_tanh.dtype != self.dtype:
+                raise TypeError(f"pre_tanh: expected dtype {self.dtype} (that of loc), got {pre_tanh.dtype}")
+            return self._score_preimage(pre_tanh, self._xp(pre_tanh))
         xp = self._xp(value)
         if self.validate_args:
             self._t.check_support(value, xp, "TanhNormal")
@@ -509,13 +528,24 @@ class TanhNormal(Distribution):
     def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
         return self._t.forward(self._base.rsample(generator, sample_shape, noise=noise))
 
-    def rsample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+    def rsample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None,
+                             return_pre_tanh: bool = False) -> tuple:
+        """``(action, log p)`` scored at the pre-tanh draw ``u``; ``return_pre_tanh=True`` adds ``u`` as a third
+        element (what :class:`arrayrl.nn.ProbabilisticModule` stores for ``log_prob(action, pre_tanh=u)``)."""
         u = self._base.rsample(generator, sample_shape, noise=noise)
-        return self._t.forward(u), self._score_preimage(u, self._xp(u))
+        out = (self._t.forward(u), self._score_preimage(u, self._xp(u)))
+        return out + (u,) if return_pre_tanh else out
 
-    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None,
+                            return_pre_tanh: bool = False) -> tuple:
         u = _sg(self._base.rsample(generator, sample_shape, noise=noise))
-        return _sg(self._t.forward(u)), self._score_preimage(u, self._xp(u))
+        out = (_sg(self._t.forward(u)), self._score_preimage(u, self._xp(u)))
+        return out + (u,) if return_pre_tanh else out
+
+    @property
+    def deterministic_pre_tanh(self) -> Any:
+        """The pre-image of :attr:`deterministic_sample` (``loc``)."""
+        return self.loc
 
     @property
     def deterministic_sample(self) -> Any:
@@ -709,7 +739,8 @@ class Categorical(Distribution):
     def _sample_index(self, generator: Any, sample_shape: Any, noise: Any) -> Any:
         probs = _sg(self.probs)
         xp = _raw_xp(namespace_of(probs))
-        u = _draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs)
+        # the noise may be a taped Tensor: it carries no gradient into an index (raw xp below)
+        u = _sg(_draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs))
         cdf = xp.cumulative_sum(probs, axis=-1)
         below = xp.astype(cdf <= xp.expand_dims(u, axis=-1), xp.int64)
         return xp.clip(xp.sum(below, axis=-1), max=self.num_categories - 1)
@@ -783,3 +814,560 @@ class OneHotCategorical(Categorical):
         xp = _raw_xp(namespace_of(self.logits))
         lg = _sg(self.logits)
         return xp.astype(lg == xp.max(lg, axis=-1, keepdims=True), xp.int64)
+
+
+# ------------------------------------------------------------------------------------------------ masked categorical
+def _one_hot_hit(table: Any, value: Any, xp: Any) -> Any:
+    """``table[..., value]`` for a boolean ``table [*S, *B, K]`` (broadcast) and int ``value [*S, *B]``, as a
+    comparison with ``arange(K)`` (no gather on booleans, which not every backend supports)."""
+    k = int(table.shape[-1])
+    classes = xp.arange(k, dtype=value.dtype, device=device_of(value))
+    return xp.any(xp.logical_and(table, xp.expand_dims(value, axis=-1) == classes), axis=-1)
+
+
+class MaskedCategorical(Categorical):
+    """A categorical distribution restricted to the allowed actions (``torchrl.modules.MaskedCategorical``).
+
+    Dense form: ``mask`` boolean ``[*B, A]`` (or broadcastable to the logits' shape), ``False`` = not allowed.
+    Sparse form: ``indices`` integer ``[*B, K]``, the allowed actions of each row (entries equal to
+    ``padding_value`` are padding); the distribution is then over the ``K`` positions and ``sample``/``mode``
+    return ``indices[position]`` (TorchRL's ``sparse_mask``). Give exactly one of ``mask``/``indices`` and exactly
+    one of ``logits``/``probs`` ``[*B, A]``.
+
+    * ``logits``: the allowed logits are normalised over the allowed actions only,
+      ``log p_a = l_a - logsumexp_{allowed} l``; ``probs``: zeroed outside the mask and renormalised.
+    * ``log_prob(a)``: ``log p_a`` for an allowed ``a``; for a masked-out ``a``, ``neg_inf`` (default ``-inf``),
+      as TorchRL. With a *finite* ``neg_inf`` (representable in the dtype) TorchRL fills the masked logits with
+      ``neg_inf`` before normalising, so those actions keep a small probability and score ``neg_inf - logsumexp``;
+      arrayrl reproduces that exactly (``logits``, ``probs``, ``log_prob``, ``sample``).
+    * ``entropy``: over the allowed actions only (TorchRL: masked and non-finite logits are excluded and the rest
+      renormalised), whatever ``neg_inf``.
+    * ``sample``: CDF inversion of uniform draws ``[*S, *B]`` (``noise=`` or a Generator); never a masked action
+      (with ``neg_inf=-inf``): if round-off puts ``u`` past the last cumulative probability, the last allowed action
+      is returned. ``mode``/``deterministic_sample``: the arg-max (TorchRL's).
+
+    NaN-free by construction: the masked logits are held as the dtype's lowest finite value (``finfo.min``) before
+    normalisation and every masked quantity goes through a ``where`` (whose VJP selects), so ``log_prob``,
+    ``entropy``, the KL of :mod:`arrayrl.objectives.policy_gradient` and all their gradients are finite (zero
+    gradient into masked logits), also for rows with a single allowed action.
+
+    Divergences from TorchRL 0.14.1:
+
+    * with ``neg_inf=-inf``, ``dist.logits`` holds ``finfo.min - logsumexp`` (finite) at masked entries where
+      TorchRL holds ``-inf`` (``probs`` are exactly 0 there in both; ``log_prob`` returns ``-inf`` in both);
+    * sparse ``indices`` with padding: TorchRL's entropy is NaN (``0 * -inf``); arrayrl's is the entropy over the
+      non-padded positions;
+    * a row with no allowed action (TorchRL: NaN logits) raises ``ValueError`` when validation is on (see below);
+      with validation off it scores ``neg_inf`` everywhere, has entropy 0 and samples position ``K - 1``.
+
+    Validation (``validate_args``; ``None`` = the process-wide policy of :mod:`arrayrl._validate`: on for CPU
+    arrays, off on GPUs): ``log_prob`` values must lie in ``[0, A)`` (:class:`arrayrl._validate.IndexRangeError`)
+    and be allowed by the mask (``ValueError`` naming the action and its position: scoring a masked-out action is
+    almost always a bug, e.g. a mask that changed between collection and training); every row must allow at
+    least one action; sparse ``indices`` must lie in ``[0, A)``. With validation off, TorchRL's behaviour
+    (``neg_inf``) and no data is read. ``probs >= 0`` is checked only with ``validate_args=True``.
+
+    ``use_cross_entropy`` is accepted for compatibility (TorchRL's faster path; the values are the same).
+    ``padding_side`` is stored (TorchRL 0.14.1 stores it too and does not use it).
+    """
+
+    def __init__(self, logits: Any = None, probs: Any = None, *, mask: Any = None, indices: Any = None,
+                 neg_inf: float = float("-inf"), padding_value: int | None = None, use_cross_entropy: bool = True,
+                 padding_side: str = "left", validate_args: bool | None = None):
+        from ._validate import validation_enabled
+
+        if (mask is None) == (indices is None):
+            raise ValueError("mask, indices: give exactly one of them (a boolean mask or the allowed indices)")
+        if (logits is None) == (probs is None):
+            raise ValueError("logits, probs: give exactly one of them")
+        if isinstance(neg_inf, bool) or not isinstance(neg_inf, (int, float)) or math.isnan(neg_inf) \
+                or neg_inf == math.inf:
+            raise ValueError(f"neg_inf: expected a real number below +inf (default -inf), got {neg_inf!r}")
+        if padding_value is not None and (isinstance(padding_value, bool) or not isinstance(padding_value, int)):
+            raise TypeError(f"padding_value: expected an int or None, got {padding_value!r}")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
+        name, p = ("logits", logits) if logits is not None else ("probs", probs)
+        check_floating(p, name)
+        if p.ndim < 1:
+            raise ValueError(f"{name}: expected at least 1 dimension [*batch, num_actions], got a 0-d array")
+        xp = namespace_of(p)
+        raw = _raw_xp(xp)
+        dev = device_of(p)
+        self.validate_args = validate_args
+        self.neg_inf = float(neg_inf)
+        self.use_cross_entropy = bool(use_cross_entropy)
+        self._padding_value, self._padding_side = padding_value, padding_side
+        self.dtype = p.dtype
+        n_actions = int(p.shape[-1])
+        self.num_samples = self.num_categories = n_actions
+        full = tuple(p.shape)
+        self._sparse = indices is not None
+        if self._sparse:
+            check_integer(indices, "indices")
+            indices = _sg(indices)
+            namespace_of(indices, _sg(p))
+            if indices.ndim != p.ndim or tuple(indices.shape[:-1]) != full[:-1]:
+                raise ValueError(f"indices: expected shape [*batch, K] with batch shape {_fmt(full[:-1])} (that of "
+                                 f"{name}), got {_fmt(tuple(indices.shape))}")
+            pad = (indices == padding_value) if padding_value is not None else None
+            safe_idx = raw.where(pad, raw.zeros_like(indices), indices) if pad is not None else indices
+            check_index_range(safe_idx, n_actions, "indices", enabled=validate_args)
+            supp = raw.logical_not(pad) if pad is not None else raw.ones(tuple(indices.shape), dtype=raw.bool,
+                                                                         device=device_of(indices))
+            self._mask, self._indices = indices, indices
+            p = xp.take_along_axis(p, safe_idx, axis=-1)
+            allowed = supp
+        else:
+            if not hasattr(mask, "dtype") or not raw.isdtype(mask.dtype, "bool"):
+                raise TypeError(f"mask: expected a boolean array [*batch, {n_actions}], got "
+                                f"{getattr(mask, 'dtype', type(mask).__name__)}")
+            mask = _sg(mask)
+            namespace_of(mask, _sg(p))
+            ms = tuple(mask.shape)
+            if len(ms) < 1 or len(ms) > len(full) or any(m not in (1, f) for m, f in zip(reversed(ms), reversed(full))) \
+                    or ms[-1] != n_actions:
+                raise ValueError(f"mask: expected a shape broadcastable to {_fmt(full)} (that of {name}) with "
+                                 f"{n_actions} actions last, got {_fmt(ms)}")
+            allowed = mask if ms == full else raw.broadcast_to(mask, full)
+            self._mask, self._indices = mask, None
+        self._allowed = allowed  # [*B, K]: the user's mask (dense) or the non-padded positions (sparse)
+        if validation_enabled(allowed, validate_args) and math.prod(full[:-1]) and \
+                not bool(raw.all(raw.any(allowed, axis=-1))):
+            what = "indices (all padding)" if self._sparse else "mask"
+            raise ValueError(f"{what}: every row must allow at least one action, got a row with none")
+        lowest = raw.asarray(float(raw.finfo(self.dtype).min), dtype=self.dtype, device=dev)
+        if probs is not None:
+            if validate_args and not bool(raw.all(_sg(p) >= 0)):
+                raise ValueError("probs: expected non-negative values (validate_args=True)")
+            zero = raw.zeros((), dtype=self.dtype, device=dev)
+            kept = xp.where(allowed, p, zero)
+            total = xp.sum(kept, axis=-1, keepdims=True)
+            total = xp.where(_sg(total) > 0, total, raw.ones((), dtype=self.dtype, device=dev))
+            kept = kept / total
+            # zero-probability entries are excluded like masked ones (log(0) would put inf * 0 in the gradients)
+            support = raw.logical_and(allowed, _sg(kept) > 0)
+            base = xp.log(xp.where(support, kept, raw.ones((), dtype=self.dtype, device=dev)))
+        else:
+            support = allowed
+            base = p
+        self._support = support
+        # finite normalised logits, masked entries at finfo.min - logsumexp (exp() == 0 exactly)
+        self._core = _normalize_logits(xp.where(support, base, lowest), xp)
+        # neg_inf representable in the dtype (decided in Python: no device read); below the range it is -inf
+        self._finite_fill = math.isfinite(self.neg_inf) and self.neg_inf >= float(raw.finfo(self.dtype).min)
+        self._fill_value = self.neg_inf if self._finite_fill else -math.inf
+        fill = raw.asarray(self._fill_value, dtype=self.dtype, device=dev)
+        if self._finite_fill:
+            self.logits = _normalize_logits(xp.where(support, base, fill), xp)  # TorchRL's masked_fill(neg_inf)
+            self.probs = ops.softmax(self.logits, axis=-1)
+        else:
+            self.logits = self._core
+            self.probs = xp.exp(self._core)
+        self._k = int(self._core.shape[-1])
+        self.batch_shape, self.event_shape = full[:-1], ()
+
+    # ---------------------------------------------------------------------------------------- TorchRL properties
+    @property
+    def mask(self) -> Any:
+        if self._sparse:
+            raise ValueError("MaskedCategorical.mask does not support sparse masks (built from indices=)")
+        return self._mask
+
+    @property
+    def padding_value(self) -> int:
+        return self._padding_value if self._padding_value is not None else 0
+
+    @property
+    def padding_side(self) -> str:
+        return self._padding_side
+
+    # ---------------------------------------------------------------------------------------- scores
+    def _validated_value(self, value: Any) -> Any:
+        check_integer(value, "value")
+        value = _sg(value)
+        _check_value(value, self.batch_shape)
+        check_index_range(value, self.num_samples, "value", enabled=self.validate_args)
+        return value
+
+    def _full(self, x: Any, lead: tuple, xp: Any) -> Any:
+        shape = lead + tuple(x.shape)
+        return x if tuple(x.shape) == shape else xp.broadcast_to(x, shape)
+
+    def _position(self, value: Any) -> tuple:
+        """``(position [*S, *B], found [*S, *B])``: the gather position of ``value`` and whether it is an allowed
+        action (dense: the mask at ``value``; sparse: ``value`` is among the non-padded indices)."""
+        raw = _raw_xp(namespace_of(value))
+        lead = tuple(value.shape[: value.ndim - len(self.batch_shape)])
+        if not self._sparse:
+            return value, _one_hot_hit(self._full(self._allowed, lead, raw), value, raw)
+        idx = self._full(self._indices, lead, raw)
+        eq = idx == raw.expand_dims(value, axis=-1)
+        pos = raw.astype(raw.argmax(raw.astype(eq, raw.int32), axis=-1), value.dtype)  # first match (TorchRL)
+        return pos, raw.any(eq, axis=-1)
+
+    def _check_allowed(self, value: Any, found: Any) -> None:
+        from ._validate import validation_enabled
+
+        if not validation_enabled(value, self.validate_args) or math.prod(tuple(value.shape)) == 0:
+            return
+        raw = _raw_xp(namespace_of(found))
+        if bool(raw.all(found)):
+            return
+        flat = raw.reshape(raw.logical_not(found), (-1,))
+        i = int(raw.argmax(raw.astype(flat, raw.int32)))
+        where_ = tuple(int(j) for j in _unravel(i, tuple(found.shape)))
+        bad = int(raw.reshape(value, (-1,))[i])
+        n_bad = int(raw.sum(raw.astype(flat, raw.int32)))
+        what = "not among the allowed indices" if self._sparse else "masked out (mask is False there)"
+        raise ValueError(
+            f"value: action {bad} at index {where_} is {what}; {n_bad} masked-out action(s) in all. Its "
+            f"log-probability would be neg_inf={self.neg_inf} (TorchRL's value: disable validation with "
+            "validate_args=False or arrayrl.set_validate_args(False) to get it)"
+        )
+
+    def log_prob(self, value: Any) -> Any:
+        """``log p(value)`` for int actions ``value [*S, *B]``; ``neg_inf`` for masked-out actions (see above)."""
+        value = self._validated_value(value)
+        pos, found = self._position(value)
+        self._check_allowed(value, found)
+        lead = tuple(value.shape[: value.ndim - len(self.batch_shape)])
+        src = self.logits if self._finite_fill else self._core
+        xp = namespace_of(src, pos)
+        raw = _raw_xp(xp)
+        lp = self._full(src, lead, xp)
+        out = xp.take_along_axis(lp, raw.expand_dims(pos, axis=-1), axis=-1)[..., 0]
+        if not self._finite_fill:  # a padded position or a masked-out action scores -inf
+            hit = raw.logical_and(found, _one_hot_hit(self._full(self._support, lead, raw), pos, raw))
+        elif self._sparse:  # TorchRL: an action not among the indices scores neg_inf
+            hit = found
+        else:  # TorchRL: a masked-out action keeps its (finite) normalised logit neg_inf - logsumexp
+            return out
+        fill = raw.asarray(self._fill_value, dtype=self.dtype, device=device_of(pos))
+        return xp.where(hit, out, fill)
+
+    def entropy(self) -> Any:
+        """``-sum_{allowed} p log p`` over the allowed actions (renormalised over them, as TorchRL)."""
+        core = self._core
+        xp = namespace_of(core)
+        raw = _raw_xp(xp)
+        terms = xp.where(self._support, xp.exp(core) * core, raw.zeros((), dtype=self.dtype, device=device_of(_sg(core))))
+        return -xp.sum(terms, axis=-1)
+
+    # ---------------------------------------------------------------------------------------- samples
+    def _sample_index(self, generator: Any, sample_shape: Any, noise: Any) -> Any:
+        probs = _sg(self.probs)
+        xp = _raw_xp(namespace_of(probs))
+        u = _sg(_draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs))
+        cdf = xp.cumulative_sum(probs, axis=-1)
+        count = xp.sum(xp.astype(cdf <= xp.expand_dims(u, axis=-1), xp.int64), axis=-1)
+        k = self._k
+        # round-off can leave u >= cdf[-1]: fall back on the last allowed position, never a masked one
+        last = (k - 1) - xp.astype(xp.argmax(xp.astype(xp.flip(self._support, axis=-1), xp.int32), axis=-1), xp.int64)
+        pos = xp.where(count >= k, xp.broadcast_to(last, tuple(count.shape)), count)
+        return self._to_action(pos)
+
+    def _to_action(self, pos: Any) -> Any:
+        if not self._sparse:
+            return pos
+        xp = _raw_xp(namespace_of(pos))
+        lead = tuple(pos.shape[: pos.ndim - len(self.batch_shape)])
+        idx = self._full(self._indices, lead, xp)
+        return xp.take_along_axis(idx, xp.expand_dims(xp.astype(pos, idx.dtype), axis=-1), axis=-1)[..., 0]
+
+    @property
+    def mode(self) -> Any:
+        xp = _raw_xp(namespace_of(self.probs))
+        return self._to_action(xp.asarray(xp.astype(xp.argmax(_sg(self.probs), axis=-1), xp.int64)))
+
+
+def _unravel(i: int, shape: tuple) -> list:
+    out = []
+    for s in reversed(shape):
+        out.append(i % s)
+        i //= s
+    return list(reversed(out))
+
+
+# ------------------------------------------------------------------------------------------------ composite
+def _head_str(key: tuple) -> str:
+    return repr(key[0]) if len(key) == 1 else repr(key)
+
+
+class CompositeDistribution(Distribution):
+    """Several named, independent action heads as one distribution (tensordict's ``CompositeDistribution`` idea).
+
+    Heads are named by (nested) keys: ``"move"`` or ``("arm", "grip")``. Samples, modes and per-head scores are
+    nested dicts keyed by those names (:mod:`arrayrl.data`'s layout); the joint score is the sum over heads.
+
+    Build it from parameters (tensordict's signature; ``params`` is a nested dict whose entry at each head name
+    holds that head's constructor arguments)::
+
+        CompositeDistribution({"move": {"logits": lg}, "arm": {"loc": m, "scale": s}},
+                              {"move": Categorical, "arm": TanhNormal}, extra_kwargs={"arm": {"low": -2.0}})
+
+    or from existing distributions: ``CompositeDistribution.from_distributions({"move": c, "arm": t})``.
+
+    Shapes: the composite's ``batch_shape`` ``B`` is ``batch_shape=`` if given (it must be a prefix of every
+    head's batch shape), else the longest common prefix of the heads' batch shapes. A head whose batch shape is
+    longer (a ``Normal`` of shape ``[*B, 4]``: torch's ``Normal`` has no event axis) has its extra trailing
+    axes summed in the joint ``log_prob``/``entropy`` (tensordict's ``flatten(...).sum(-1)``).
+
+    * ``log_prob(value) -> [*S, *B]``: the sum of the heads' log-probabilities (``value`` a nested dict with an
+      entry per head); ``log_prob(value, aggregate=False)`` returns the per-head scores unreduced, keyed by head
+      name; :meth:`log_prob_composite` writes them as ``"<name>_log_prob"`` (and the sum under ``log_prob_key``
+      with ``include_sum=True``), tensordict's layout.
+    * ``entropy(samples_mc=1, *, generator=None, aggregate=True)``: the sum of the heads' entropies (independent
+      heads); a head without an analytic entropy (``TanhNormal``) uses ``-mean log p`` over ``samples_mc`` draws
+      from ``generator`` (``ValueError`` naming the head without one); ``aggregate=False``: per head.
+    * ``sample``/``rsample``/``sample_and_log_prob``/``rsample_and_log_prob(generator, sample_shape, *,
+      noise=None)``: per head, in the heads' order (``noise``: a dict with one entry per head, each the noise
+      that head takes); ``rsample`` needs every head reparameterisable (``has_rsample``). ``*_and_log_prob``
+      return ``(sample dict, joint log-prob)``, each head scored as its own ``*_and_log_prob`` does (TanhNormal
+      on its pre-tanh draw).
+    * ``mode``, ``mean``, ``deterministic_sample``: dicts.
+
+    Every head must have the same floating dtype (the joint score's). Indexing ``dist["move"]`` returns a head.
+    """
+
+    def __init__(self, params: Any = None, distribution_map: Any = None, *, name_map: Any = None,
+                 extra_kwargs: Any = None, batch_shape: Any = None, log_prob_key: Any = "sample_log_prob",
+                 entropy_key: Any = "entropy"):
+        from collections.abc import Mapping
+
+        from .data import get, unravel_key
+
+        if not isinstance(distribution_map, Mapping) or not distribution_map:
+            raise TypeError("distribution_map: expected a non-empty dict {head name: distribution class}")
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params: expected a nested dict holding each head's arguments, got {type(params).__name__}")
+        name_map = {unravel_key(k): unravel_key(v) for k, v in (name_map or {}).items()}
+        extra = {unravel_key(k): dict(v) for k, v in (extra_kwargs or {}).items()}
+        dists = {}
+        for name, cls in distribution_map.items():
+            key = unravel_key(name)
+            if not callable(cls):
+                raise TypeError(f"distribution_map[{_head_str(key)}]: expected a distribution class, got {cls!r}")
+            kw = get(params, key, what=f"parameters of head {_head_str(key)}")
+            if not isinstance(kw, Mapping):
+                raise TypeError(f"params[{_head_str(key)}]: expected a dict of constructor arguments, got "
+                                f"{type(kw).__name__}")
+            try:
+                dists[name_map.get(key, key)] = cls(**kw, **extra.get(key, {}))
+            except TypeError as err:
+                raise TypeError(f"params[{_head_str(key)}]: arguments {sorted(kw)} do not match "
+                                f"{getattr(cls, '__name__', cls)}: {err}") from err
+        self._setup(dists, batch_shape, log_prob_key, entropy_key)
+
+    @classmethod
+    def from_distributions(cls, distributions: Any, *, name_map: Any = None, batch_shape: Any = None,
+                           log_prob_key: Any = "sample_log_prob", entropy_key: Any = "entropy"
+                           ) -> "CompositeDistribution":
+        """A composite of existing distributions ``{head name: distribution}``."""
+        from collections.abc import Mapping
+
+        from .data import unravel_key
+
+        if not isinstance(distributions, Mapping) or not distributions:
+            raise TypeError("distributions: expected a non-empty dict {head name: distribution}")
+        name_map = {unravel_key(k): unravel_key(v) for k, v in (name_map or {}).items()}
+        self = cls.__new__(cls)
+        dists = {}
+        for k, d in distributions.items():
+            key = unravel_key(k)
+            dists[name_map.get(key, key)] = d
+        self._setup(dists, batch_shape, log_prob_key, entropy_key)
+        return self
+
+    def _setup(self, dists: dict, batch_shape: Any, log_prob_key: Any, entropy_key: Any) -> None:
+        names = list(dists)
+        for i, a in enumerate(names):  # a head may not sit inside another head's key
+            for b in names[i + 1:]:
+                short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+                if long_[: len(short)] == short:
+                    raise ValueError(f"distribution_map: head names {_head_str(a)} and {_head_str(b)} overlap")
+        for k, d in dists.items():
+            if not isinstance(d, Distribution):
+                raise TypeError(f"head {_head_str(k)}: expected an arrayrl distribution, got {type(d).__name__}")
+        dtypes = {k: d.dtype for k, d in dists.items()}
+        first = next(iter(dtypes.values()))
+        other = [k for k, t in dtypes.items() if t != first]
+        if other:
+            raise TypeError(f"head {_head_str(other[0])}: dtype {dtypes[other[0]]} differs from {first} (that of "
+                            f"head {_head_str(names[0])}); every head must share one floating dtype")
+        shapes = [tuple(d.batch_shape) for d in dists.values()]
+        if batch_shape is None:
+            common: tuple = shapes[0]
+            for s in shapes[1:]:
+                n = 0
+                while n < min(len(common), len(s)) and common[n] == s[n]:
+                    n += 1
+                common = common[:n]
+            batch_shape = common
+        else:
+            batch_shape = _shape(batch_shape)
+            for k, s in zip(names, shapes):
+                if s[: len(batch_shape)] != batch_shape:
+                    raise ValueError(f"batch_shape: {_fmt(batch_shape)} is not a prefix of the batch shape "
+                                     f"{_fmt(s)} of head {_head_str(k)}")
+        self.dists = dists
+        self.dtype = first
+        self.batch_shape, self.event_shape = batch_shape, ()
+        self.log_prob_key, self.entropy_key = log_prob_key, entropy_key
+
+    # ---------------------------------------------------------------------------------------- mapping access
+    def __getitem__(self, name: Any) -> Distribution:
+        from .data import unravel_key
+
+        key = unravel_key(name)
+        if key not in self.dists:
+            raise KeyError(f"head {_head_str(key)} not in the composite (heads: "
+                           f"{', '.join(_head_str(k) for k in self.dists)})")
+        return self.dists[key]
+
+    def keys(self) -> list:
+        return list(self.dists)
+
+    def items(self) -> list:
+        return list(self.dists.items())
+
+    def __iter__(self):
+        return iter(self.dists)
+
+    def __len__(self) -> int:
+        return len(self.dists)
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return all(d.has_rsample for d in self.dists.values())
+
+    # ---------------------------------------------------------------------------------------- helpers
+    def _reduce_head(self, x: Any, key: tuple, sample_ndim: int) -> Any:
+        """``[*S, *B_head] -> [*S, *B]``: sum the head's extra trailing batch axes."""
+        extra = len(self.dists[key].batch_shape) - len(self.batch_shape)
+        return _sum_rightmost(x, extra, namespace_of(x))
+
+    def _total(self, parts: dict, what: str) -> Any:
+        total = None
+        for key, x in parts.items():
+            if total is not None and tuple(x.shape) != tuple(total.shape):
+                raise ValueError(f"{what}: head {_head_str(key)} gives shape {_fmt(tuple(x.shape))}, the heads before "
+                                 f"it {_fmt(tuple(total.shape))} (different sample shapes?)")
+            total = x if total is None else xp_add(total, x)
+        return total
+
+    def _noise(self, noise: Any, key: tuple) -> Any:
+        if noise is None:
+            return None
+        from collections.abc import Mapping
+
+        from .data import get_or
+
+        if not isinstance(noise, Mapping):
+            raise TypeError(f"noise: expected a dict with one entry per head ({', '.join(_head_str(k) for k in self.dists)}), "
+                            f"got {type(noise).__name__}")
+        return get_or(noise, key, None)
+
+    @staticmethod
+    def _nest(parts: dict) -> dict:
+        from .data import with_
+
+        out: dict = {}
+        for k, v in parts.items():
+            out = with_(out, k, v)
+        return out
+
+    # ---------------------------------------------------------------------------------------- scores
+    def log_prob(self, value: Any, *, aggregate: bool = True) -> Any:
+        """The joint ``log p(value) [*S, *B]`` (sum over heads), or with ``aggregate=False`` a nested dict of the
+        heads' unreduced log-probabilities keyed by head name."""
+        from collections.abc import Mapping
+
+        from .data import get
+
+        if not isinstance(value, Mapping):
+            raise TypeError(f"value: expected a nested dict with one sample per head, got {type(value).__name__}")
+        parts = {k: d.log_prob(get(value, k, what=f"sample of head {_head_str(k)}")) for k, d in self.dists.items()}
+        if not aggregate:
+            return self._nest(parts)
+        return self._total({k: self._reduce_head(v, k, 0) for k, v in parts.items()}, "log_prob")
+
+    def log_prob_composite(self, value: Any, *, include_sum: bool = False) -> dict:
+        """tensordict's layout: ``"<name>_log_prob"`` per head (nested beside the head's key), and the joint score
+        under ``log_prob_key`` when ``include_sum``."""
+        from .data import get, with_
+
+        per = self.log_prob(value, aggregate=False)
+        out: dict = {}
+        for k in self.dists:
+            out = with_(out, k[:-1] + (k[-1] + "_log_prob",), get(per, k))
+        if include_sum:
+            out = with_(out, self.log_prob_key, self.log_prob(value))
+        return out
+
+    def entropy(self, samples_mc: int = 1, *, generator: Any = None, noise: Any = None,
+                aggregate: bool = True) -> Any:
+        """The joint entropy ``[*B]`` (sum over the independent heads), or per head with ``aggregate=False``."""
+        parts = {}
+        for k, d in self.dists.items():
+            try:
+                parts[k] = d.entropy()
+                continue
+            except NotImplementedError:
+                pass
+            head_noise = self._noise(noise, k)
+            if generator is None and head_noise is None:
+                raise ValueError(f"entropy: head {_head_str(k)} ({type(d).__name__}) has no analytic entropy; a "
+                                 "Monte-Carlo estimate needs generator= (or noise=)")
+            if int(samples_mc) < 1:
+                raise ValueError(f"samples_mc: expected >= 1, got {samples_mc}")
+            draw = d.rsample_and_log_prob if d.has_rsample else d.sample_and_log_prob
+            _, lp = draw(generator, (int(samples_mc),) if head_noise is None else (), noise=head_noise)
+            parts[k] = -namespace_of(lp).mean(lp, axis=0)
+        if not aggregate:
+            return self._nest(parts)
+        return self._total({k: self._reduce_head(v, k, 0) for k, v in parts.items()}, "entropy")
+
+    # ---------------------------------------------------------------------------------------- samples
+    def sample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> dict:
+        return self._nest({k: d.sample(generator, sample_shape, noise=self._noise(noise, k))
+                           for k, d in self.dists.items()})
+
+    def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> dict:
+        flat = [k for k, d in self.dists.items() if not d.has_rsample]
+        if flat:
+            raise NotImplementedError(f"rsample: head {_head_str(flat[0])} ({type(self.dists[flat[0]]).__name__}) "
+                                      "has no reparameterised sampler; use sample")
+        return self._nest({k: d.rsample(generator, sample_shape, noise=self._noise(noise, k))
+                           for k, d in self.dists.items()})
+
+    def _and_log_prob(self, method: str, generator: Any, sample_shape: Any, noise: Any) -> tuple:
+        samples, lps = {}, {}
+        for k, d in self.dists.items():
+            s, lp = getattr(d, method)(generator, sample_shape, noise=self._noise(noise, k))
+            samples[k], lps[k] = s, self._reduce_head(lp, k, 0)
+        return self._nest(samples), self._total(lps, method)
+
+    def sample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        return self._and_log_prob("sample_and_log_prob", generator, sample_shape, noise)
+
+    def rsample_and_log_prob(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> tuple:
+        if not self.has_rsample:
+            self.rsample(generator, sample_shape, noise=noise)  # raises naming the head
+        return self._and_log_prob("rsample_and_log_prob", generator, sample_shape, noise)
+
+    @property
+    def mode(self) -> dict:
+        return self._nest({k: d.mode for k, d in self.dists.items()})
+
+    @property
+    def mean(self) -> dict:
+        return self._nest({k: d.mean for k, d in self.dists.items()})
+
+    @property
+    def deterministic_sample(self) -> dict:
+        return self._nest({k: d.deterministic_sample for k, d in self.dists.items()})
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{_head_str(k)}: {d!r}" for k, d in self.dists.items())
+        return f"CompositeDistribution({{{inner}}}, batch_shape={self.batch_shape})"

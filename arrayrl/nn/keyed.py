@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from .._backend import namespace_of
 from .._checks import check_floating
-from ..data import NestedKey, get, key_str, unravel_key, with_
+from ..data import NestedKey, get, get_or, key_str, unravel_key, with_
 from ..tree import tree_leaves
 from .module import Module
 
@@ -245,6 +245,22 @@ class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
         default_interaction_type: ``"deterministic"`` (TorchRL's default: ``dist.deterministic_sample``),
             ``"random"`` (``rsample`` if reparameterisable else ``sample``; needs ``generator``), ``"mode"``,
             ``"mean"``.
+        store_pre_tanh: (default ``False``, TorchRL's behaviour) for a distribution with ``supports_pre_tanh``
+            (:class:`~arrayrl.distributions.TanhNormal`): also write the pre-tanh pre-image ``u`` of the action
+            under ``pre_tanh_key`` (default ``"<out_key>_pre_tanh"``), and score the action at ``u``: under
+            ``"random"`` the sample and its log-prob come from ``dist.rsample_and_log_prob(...,
+            return_pre_tanh=True)``, under ``"deterministic"`` ``u = loc``. The stored log-prob is then the density
+            at the drawn ``u`` (TorchRL's ``dist.log_prob(action)`` re-inverts ``atanh(clip(tanh(u)))``, which
+            is not ``u`` once ``tanh`` saturates), and :meth:`log_prob` and ``PPOLoss`` score the stored action
+            with ``log_prob(action, pre_tanh=batch[pre_tanh_key])``, so the PPO ratio at unchanged parameters is
+            exactly 1. Off by default: it adds a key and changes the stored value where ``tanh`` saturates.
+            A distribution class without ``supports_pre_tanh`` raises ``ValueError`` at construction.
+        pre_tanh_key: where to write ``u`` (``store_pre_tanh=True`` only).
+
+    Composite distributions (:class:`~arrayrl.distributions.CompositeDistribution`) work as any other class:
+    ``in_keys=["params"]`` (the nested dict of head parameters) and ``distribution_kwargs={"distribution_map":
+    {...}}``; the sample (a nested dict keyed by head) is written under the out key, the log-prob is the sum
+    over heads.
     """
 
     def __init__(
@@ -257,6 +273,8 @@ class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
         return_log_prob: bool = False,
         log_prob_key: NestedKey | None = None,
         default_interaction_type: str = "deterministic",
+        store_pre_tanh: bool = False,
+        pre_tanh_key: NestedKey | None = None,
     ):
         from ..distributions import Delta
 
@@ -282,12 +300,33 @@ class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
         if default_interaction_type not in INTERACTION_TYPES:
             raise ValueError(f"default_interaction_type: expected one of {INTERACTION_TYPES}, got {default_interaction_type!r}")
         self.default_interaction_type = default_interaction_type
+        if not isinstance(store_pre_tanh, bool):
+            raise TypeError(f"store_pre_tanh: expected True or False, got {store_pre_tanh!r}")
+        self.store_pre_tanh = store_pre_tanh
+        if store_pre_tanh and not getattr(self.distribution_class, "supports_pre_tanh", False):
+            raise ValueError(
+                f"store_pre_tanh: {getattr(self.distribution_class, '__name__', self.distribution_class)} has no "
+                "pre-tanh sample (only distributions with supports_pre_tanh, e.g. TanhNormal)"
+            )
+        if pre_tanh_key is not None and not store_pre_tanh:
+            raise ValueError("pre_tanh_key: only meaningful with store_pre_tanh=True")
+        if pre_tanh_key is None:
+            k = self.out_keys[0]
+            pre_tanh_key = k[:-1] + (k[-1] + "_pre_tanh",)
+        self._pre_tanh_key = unravel_key(pre_tanh_key)
         if self.return_log_prob:
             self.out_keys = self.out_keys + [self.log_prob_key]
+        if self.store_pre_tanh:
+            self.out_keys = self.out_keys + [self._pre_tanh_key]
 
     @property
     def sample_key(self) -> tuple:
         return self.out_keys[0]
+
+    @property
+    def pre_tanh_key(self) -> tuple | None:
+        """Where the pre-tanh pre-image is written (``None`` unless ``store_pre_tanh``)."""
+        return self._pre_tanh_key if self.store_pre_tanh else None
 
     def get_dist(self, batch: Mapping) -> Any:
         """The distribution built from the batch entries at ``in_keys``."""
@@ -315,8 +354,28 @@ class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
             return dist.rsample(generator) if dist.has_rsample else dist.sample(generator)
         raise ValueError(f"interaction_type: expected one of {INTERACTION_TYPES}, got {it!r}")
 
+    def _sample_pre_tanh(self, dist: Any, generator: Any, interaction_type: str | None) -> tuple:
+        """``(action, log_prob or None, u)`` for ``store_pre_tanh`` (see the class docstring)."""
+        it = interaction_type or self.default_interaction_type
+        if it == "random":
+            if generator is None:
+                raise ValueError("generator: required when interaction_type='random'")
+            draw = dist.rsample_and_log_prob if dist.has_rsample else dist.sample_and_log_prob
+            action, lp, u = draw(generator, return_pre_tanh=True)
+            return action, lp, u
+        if it == "deterministic":
+            u = dist.deterministic_pre_tanh
+            action = dist.deterministic_sample
+            return action, (dist.log_prob(action, pre_tanh=u) if self.return_log_prob else None), u
+        self.sample(dist, generator, it)  # "mode"/"mean": raises as the distribution does (TanhNormal: no mode)
+        raise ValueError(f"store_pre_tanh: interaction_type {it!r} has no pre-tanh sample")  # pragma: no cover
+
     def apply(self, params: Any, batch: Mapping, *, generator: Any = None, interaction_type: str | None = None) -> dict:
         dist = self.get_dist(batch)
+        if self.store_pre_tanh:
+            action, lp, u = self._sample_pre_tanh(dist, generator, interaction_type)
+            values = [action] + ([lp] if self.return_log_prob else []) + [u]
+            return _write(batch, self.out_keys, values)
         action = self.sample(dist, generator, interaction_type)
         values = [action]
         if self.return_log_prob:
@@ -324,8 +383,12 @@ class ProbabilisticModule(_ParameterFree, KeyedModuleBase):
         return _write(batch, self.out_keys, values)
 
     def log_prob(self, batch: Mapping) -> Any:
-        """``log p(batch[sample_key])`` under the distribution built from ``batch``."""
-        return self.get_dist(batch).log_prob(get(batch, self.sample_key, what="sample key"))
+        """``log p(batch[sample_key])`` under the distribution built from ``batch`` (scored at the stored
+        pre-image ``batch[pre_tanh_key]`` when ``store_pre_tanh`` and the key is present)."""
+        dist = self.get_dist(batch)
+        action = get(batch, self.sample_key, what="sample key")
+        u = get_or(batch, self._pre_tanh_key, None) if self.store_pre_tanh else None
+        return dist.log_prob(action) if u is None else dist.log_prob(action, pre_tanh=u)
 
     def __repr__(self) -> str:
         return (
@@ -342,7 +405,7 @@ class ProbabilisticActor(Sequential):
         in_keys: the distribution arguments (keys written by ``module``), a list or ``{argument: key}``.
         out_keys: default ``["action"]``.
         **kwargs: ``distribution_class``, ``distribution_kwargs``, ``return_log_prob``, ``log_prob_key``,
-            ``default_interaction_type`` (see :class:`ProbabilisticModule`).
+            ``default_interaction_type``, ``store_pre_tanh``, ``pre_tanh_key`` (see :class:`ProbabilisticModule`).
 
     ``params`` is ``{"0": module.params, "1": {}}``. :meth:`get_dist` runs the network and returns the
     distribution, as TorchRL's ``actor.get_dist(td)``.
@@ -371,6 +434,11 @@ class ProbabilisticActor(Sequential):
     @property
     def sample_key(self) -> tuple:
         return self.probabilistic_module.sample_key
+
+    @property
+    def pre_tanh_key(self) -> tuple | None:
+        """``probabilistic_module.pre_tanh_key`` (``None`` unless ``store_pre_tanh=True``)."""
+        return self.probabilistic_module.pre_tanh_key
 
     def get_dist_params(self, params: Any, batch: Mapping) -> dict:
         """The batch with the distribution parameters written (the network part only)."""

@@ -329,6 +329,11 @@ class PPOLoss(LossModule):
         actor = self._networks["actor_network"]
         dist = actor.get_dist(actor_params, batch)
         action = stop_gradient(_data.get(batch, self.tensor_keys.action, what="action"))
+        # store_pre_tanh actors (TanhNormal): score the stored pre-image, the exact density of the drawn action
+        pre_key = getattr(actor, "pre_tanh_key", None)
+        pre = _data.get_or(batch, pre_key, None) if pre_key is not None else None
+        if pre is not None and getattr(dist, "supports_pre_tanh", False):
+            return dist, dist.log_prob(action, pre_tanh=stop_gradient(pre))
         return dist, dist.log_prob(action)
 
     def _log_weight(self, batch: Mapping, params: dict, advantage: Any) -> dict:
