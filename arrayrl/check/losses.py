@@ -25,6 +25,11 @@ optional fixed options (every option not given is drawn), and must run inside
 :func:`~arrayrl.check._common.torch_float64`; :func:`compare_with_torchrl`, :func:`check_finite_differences` and
 :func:`check_backends` record into an :class:`~arrayrl.check._common.Errors`. Tests reuse them.
 
+The actor-critic families (PPO, A2C, REINFORCE, MAPPO/IPPO, SAC, DiscreteSAC, DDPG, TD3, TD3BC) are built in
+:mod:`arrayrl.check.actor_critic` and merged into :data:`CHECKS`; :class:`LossCase` carries what they need beyond
+the value-based losses (``td_error`` optional, TorchRL's normal draws replayed through :class:`NormalRecorder`,
+state compared after the call).
+
 TorchRL conventions handled here: TorchRL's QValueModule has no ``binary`` action space, so binary DQN cases use the
 same hand-written head on both sides (``a = Q > 0``, ``Q(s, a) = sum_k max(Q_k, 0)``); DQN cases with
 ``mult_one_hot``/``binary`` actions and ``double_dqn`` run arrayrl with ``torchrl_compat=True`` (see
@@ -74,6 +79,14 @@ class LossCase:
     grads: list
     terms: dict
     reference: Callable[[], dict] | None = None
+    #: compare the ``td_error`` each loss writes into its batch (the value-based and SAC losses do; PPO does not)
+    td_error: bool = True
+    #: replay TorchRL's standard-normal draws (recorded during its call) into the arrayrl loss's ``generator``;
+    #: ``fix_draws(draws)`` may reshape them first (SAC ``skip_done_states``: TorchRL draws only the kept rows)
+    replay_draws: bool = False
+    fix_draws: Callable[[list], list] | None = None
+    #: ``after(arrayrl loss, errors)``: state compared after both calls (log_alpha, beta, normaliser statistics)
+    after: Callable[[Any, Errors], None] | None = None
 
     def __post_init__(self) -> None:
         if oracle.load().module is None:
@@ -646,17 +659,34 @@ def compare_with_torchrl(case: LossCase, acc: Errors) -> None:
     (values), every parameter gradient of ``sum(loss_*)`` (grads) and, where given, the reference outputs."""
     from ..nn.params import flatten_params
 
+    import torch
+
+    from ..random import Generator
+
     tl, td = case.torchrl_loss, case.td
     al, batch = case.build(_numpy_copy)
-    out_t = tl(td)
+    with NormalRecorder() as rec:
+        out_t = tl(td)
     sum(out_t.get(k).sum() for k in out_t.keys() if k.startswith("loss")).backward()
+    draws = rec.draws
+    if case.replay_draws:
+        draws = case.fix_draws(draws) if case.fix_draws is not None else draws
+        al.generator = Generator.from_noise(*draws) if draws else None
     out_a, grads = al.value_and_grad(batch)
+    if case.replay_draws and draws and al.generator.remaining:
+        raise AssertionError(f"{al.generator.remaining} of TorchRL's {len(draws)} draws left unused ({case.options})")
     if sorted(out_a) != sorted(out_t.keys()):
         raise AssertionError(f"output keys {sorted(out_a)}, TorchRL's {sorted(out_t.keys())} ({case.options})")
     for k in out_t.keys():
         acc.value(out_a[k], _np(out_t.get(k)), k)
-    acc.value(batch["td_error"], _np(td.get("td_error")), "td_error")
+    if case.td_error:
+        acc.value(batch["td_error"], _np(td.get("td_error")), "td_error")
     for attr, path, prefix in case.grads:
+        if isinstance(getattr(tl, attr), torch.Tensor):  # a bare parameter (SAC's log_alpha)
+            p = getattr(tl, attr)
+            acc.grad(_subtree(grads, path), p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape)),
+                     f"grad {attr}")
+            continue
         flat_t = _torch_flat(getattr(tl, attr), prefix)
         flat_a = flatten_params(_subtree(grads, path))
         if sorted(flat_t) != sorted(flat_a):
@@ -664,9 +694,37 @@ def compare_with_torchrl(case: LossCase, acc: Errors) -> None:
         for k, p in flat_t.items():
             g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
             acc.grad(flat_a[k], g, f"grad {attr}.{k}")
+    if case.after is not None:
+        case.after(al, acc)
     if case.reference is not None:
         for k, want in case.reference().items():
             acc.ref(out_a[k] if k in out_a else batch[k], want, f"{k} vs reference")
+
+
+class NormalRecorder:
+    """Records torch's standard-normal draws made inside the ``with`` block, in call order: ``Normal.rsample``'s
+    ``_standard_normal`` and ``torch.randn_like`` (TD3's target-policy noise)."""
+
+    def __enter__(self) -> "NormalRecorder":
+        import torch
+        import torch.distributions.normal as tdn
+
+        self._torch, self._mod, self.draws = torch, tdn, []
+        self._orig = tdn._standard_normal, torch.randn_like
+
+        def recording(fn: Callable) -> Callable:
+            def record(*a: Any, **k: Any) -> Any:
+                x = fn(*a, **k)
+                self.draws.append(x.detach().numpy().copy())
+                return x
+
+            return record
+
+        tdn._standard_normal, torch.randn_like = (recording(f) for f in self._orig)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._mod._standard_normal, self._torch.randn_like = self._orig
 
 
 def _directional_fd(f: Callable, x: Any, g: Any, rng: np.random.Generator, eps: float) -> tuple[float, float]:
@@ -789,8 +847,11 @@ def _self_component(kind: str) -> Callable:
     return run
 
 
+from .actor_critic import CHECKS as _ACTOR_CRITIC_CHECKS  # noqa: E402  (imports this module lazily)
+
 CHECKS: dict[str, Callable] = {
     **{f"loss.{family}": _torchrl_component(family) for family in BUILDERS},
+    **_ACTOR_CRITIC_CHECKS,
     "loss.self-consistency[finite-diff]": _self_component("finite-diff"),
     "loss.self-consistency[backends]": _self_component("backends"),
 }

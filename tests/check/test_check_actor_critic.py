@@ -1,0 +1,133 @@
+"""The policy-gradient / SAC components of ``arrayrl check`` (arrayrl.check.actor_critic): each passes against TorchRL
+(and reference/ where the case has one), and each fails when one arrayrl weight is moved, when TorchRL's replayed
+draws are altered, or when the state compared after the call differs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchrl")
+
+from arrayrl.check import actor_critic as A  # noqa: E402
+from arrayrl.check import losses as L  # noqa: E402
+from arrayrl.check._common import Errors, torch_float64  # noqa: E402
+
+pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
+
+
+def _noop():
+    return None
+
+
+def _compare(case):
+    acc = Errors()
+    L.compare_with_torchrl(case, acc)
+    return acc
+
+
+def test_components_are_registered():
+    names = set(L.CHECKS)
+    for family in A.BUILDERS:
+        assert f"loss.{family}" in names
+
+
+@pytest.mark.parametrize("family", list(A.BUILDERS))
+def test_family_passes_against_torchrl(family):
+    res = L.CHECKS[f"loss.{family}"](1, np.random.default_rng(3), _noop)
+    assert res["passed"] and res["cases"] == 1, res
+    assert res["value_rel"] < 1e-12 and res["grad_rel"] < 1e-12
+
+
+#: one case per family with fixed options that exercise the reference and (where there is one) the replayed draws
+FIXED = {
+    "PPOLoss": dict(actor="categorical", critic=True, advantage="gae", mask=False),
+    "ClipPPOLoss": dict(actor="tanh", critic=True, advantage="given", mask=False, delay_actor=False,
+                        samples_mc_entropy=3),
+    "KLPENPPOLoss": dict(actor="independent", critic=False, advantage="given", mask=False),
+    "A2CLoss": dict(actor="tanh", advantage="td0", mask=False, advantage_norm=None, critic_coeff=0.7),
+    "ReinforceLoss": dict(actor="categorical", advantage="given", mask=False, delay_value=False, clip_value=0.1),
+    "MAPPOLoss": dict(actor="tanh", value_norm=None, advantage="default"),
+    "IPPOLoss": dict(actor="categorical", value_norm=None, advantage="given", clip_value=0.1),
+    "SACLoss[v1]": dict(actor="tanh", alpha="learned"),
+    "SACLoss[v2]": dict(actor="tanh", alpha="clamp_both", skip_done_states=True),
+    "DiscreteSACLoss": dict(estimator="td0", alpha="learned"),
+    "DDPGLoss": dict(delay_actor=True, delay_value=True),
+    "TD3Loss": dict(bounds="spec", delay_actor=True),
+    "TD3BCLoss": dict(bounds="unit", num_qvalue_nets=2),
+}
+
+
+def _case(family, seed=0, **extra):
+    builder, fixed = A.BUILDERS[family]
+    return builder(np.random.default_rng(seed), **{**fixed, **FIXED[family], **extra})
+
+
+@pytest.mark.parametrize("family", list(A.BUILDERS))
+def test_one_moved_weight_fails(family):
+    """A weight moved by 1e-3 in the arrayrl loss (first network, then every other one) shows in the values or the
+    gradients, and against the reference where there is one."""
+    with torch_float64(0):
+        ok = _compare(_case(family))
+        assert ok.result()["passed"], ok.result()
+        nets = list(_case(family).build(L._numpy_copy)[0].params)
+        for net in [n for n in nets if n != "log_alpha"]:
+            acc = _compare(A.perturb_weight(_case(family), 1e-3, net))
+            res = acc.result()
+            assert not res["passed"] and max(res["value_rel"], res["grad_rel"]) > 1e-7, (net, res)
+            if not np.isnan(ok.ref_abs) and net == nets[0]:
+                assert acc.ref_abs > 1e-7, (net, res)
+
+
+@pytest.mark.parametrize("family", ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss",
+                                    "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss"])
+def test_reference_is_used(family):
+    if L.oracle.load().module is None:
+        pytest.skip("the oracle is absent")
+    with torch_float64(0):
+        acc = _compare(_case(family))
+    assert acc.ref_abs < 1e-12, acc.result()
+
+
+@pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss"])
+def test_altered_draws_fail(family):
+    """TorchRL's draws are replayed: scaled draws change the arrayrl numbers (so the draws matter), and a missing
+    draw is an error rather than a silent fresh draw."""
+    with torch_float64(0):
+        case = _case(family)
+        case.fix_draws = (lambda f: lambda d: [1.01 * x for x in (f(d) if f else d)])(case.fix_draws)
+        res = _compare(case).result()
+        assert not res["passed"], res
+        case = _case(family)
+        case.fix_draws = lambda d: d[:-1]
+        try:
+            res = _compare(case).result()
+        except (RuntimeError, ValueError):  # the NoiseGenerator ran out of draws
+            return
+        assert not res["passed"], res  # no draws left at all: fresh draws, other numbers
+
+
+@pytest.mark.parametrize("family,attr", [("KLPENPPOLoss", "beta"), ("SACLoss[v2]", "log_alpha"),
+                                         ("A2CLoss", "advantage_norm_state"), ("MAPPOLoss", "value_norm_state")])
+def test_state_after_the_call_is_compared(family, attr):
+    extra = {"A2CLoss": dict(advantage_norm="popart"), "MAPPOLoss": dict(value_norm="popart")}.get(family, {})
+    with torch_float64(0):
+        case = _case(family, **extra)
+        after = case.after
+
+        def broken(al, acc):
+            if attr == "beta":
+                al.beta = float(al.beta) * 1.01
+            elif attr == "log_alpha":
+                al.params = {**al.params, "log_alpha": al.params["log_alpha"] + 1e-3}
+            else:
+                state = dict(getattr(al, attr))
+                k = sorted(state)[0]
+                state[k] = np.asarray(state[k]) + 1e-3
+                setattr(al, attr, state)
+            after(al, acc)
+
+        case.after = broken
+        res = _compare(case).result()
+    assert not res["passed"] and res["value_rel"] > 1e-6, res
