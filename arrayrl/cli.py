@@ -381,10 +381,25 @@ def _report(args: argparse.Namespace, checks: dict[str, CheckFn], oracle_status:
     return 1 if failed else 0
 
 
+def _configure_train(parser: argparse.ArgumentParser) -> None:
+    from .recipes.cli import add_train_arguments  # (imports neither gymnasium nor matplotlib)
+
+    add_train_arguments(parser)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``arrayrl train RECIPE``: see :mod:`arrayrl.recipes`."""
+    from .recipes.cli import run_train
+
+    return run_train(args)
+
+
 #: the subcommands, in ``--help`` order (append yours)
 COMMANDS: list[Command] = [
     Command("check", "cross-validate arrayrl against the installed TorchRL and the float64 oracle",
             _configure_check, cmd_check),
+    Command("train", "train an agent with a recipe on gymnasium (needs the 'train' extra)", _configure_train,
+            cmd_train),
 ]
 
 

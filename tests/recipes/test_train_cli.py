@@ -108,3 +108,14 @@ def test_logger_plain_lines_and_running_mean(tmp_path):
     assert len(lines) == 11 and lines[0].startswith("r: step 10/100")
     assert summary.episodes == 4 and summary.last100_mean_return == pytest.approx(62.5) and summary.losses == [0.5]
     np.testing.assert_allclose(running_mean([1, 2, 3, 4], window=2), [1, 1.5, 2.5, 3.5])
+
+
+def test_arrayrl_train_command(tmp_path, capsys):
+    """``arrayrl train`` (the package's own CLI, not only ``python -m arrayrl.recipes``) runs a recipe end to end."""
+    from arrayrl.cli import main
+
+    assert main(["train", "dqn-cartpole", *SMOKE, "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "progress.csv").read_text().splitlines()[0] == "step,wall_time,episodic_return"
+    assert (tmp_path / "learning_curve.png").stat().st_size > 0
+    assert "dqn-cartpole" in capsys.readouterr().out
+    assert main(["train", "no-such-recipe"]) == 2
