@@ -538,6 +538,13 @@ class QValueModule(_ParameterFree, KeyedModuleBase):
     def action_value_key(self) -> tuple:
         return self.in_keys[0]
 
+    @property
+    def _action_value_name(self) -> str:
+        name = self.__dict__.get("_avk_name")
+        if name is None or name[0] != self.in_keys[0]:  # (cached per key: formatting it costs on every call)
+            name = self.__dict__["_avk_name"] = (self.in_keys[0], key_str(self.in_keys[0]))
+        return name[1]
+
     def _blocks(self, n: int) -> list[tuple[int, int]]:
         sizes = [self.var_nums] * (n // self.var_nums) if isinstance(self.var_nums, int) else list(self.var_nums)
         if isinstance(self.var_nums, int) and n % self.var_nums:
@@ -552,15 +559,16 @@ class QValueModule(_ParameterFree, KeyedModuleBase):
 
     def greedy(self, action_values: Any) -> tuple[Any, Any]:
         """``(action, chosen_action_value)`` for action values ``[*B, A]`` (see the class docstring)."""
-        check_floating(action_values, key_str(self.action_value_key))
+        name = self._action_value_name
+        check_floating(action_values, name)
         if action_values.ndim < 1:
-            raise ValueError(f"{key_str(self.action_value_key)}: expected shape [*B, A], got a 0-d array")
+            raise ValueError(f"{name}: expected shape [*B, A], got a 0-d array")
         xp = namespace_of(action_values)
         q = action_values
         if self.action_space == "categorical":
             action = xp.astype(xp.argmax(q, axis=-1), xp.int64)
-            chosen = xp.take_along_axis(q, xp.expand_dims(action, axis=-1), axis=-1)
-            return action, chosen
+            # q[action] is the maximum itself (same value, and the gradient goes to one index, as the gather's)
+            return action, xp.max(q, axis=-1, keepdims=True)
         if self.action_space == "one_hot":
             action = xp.astype(q == xp.max(q, axis=-1, keepdims=True), xp.int64)
         else:  # mult_one_hot

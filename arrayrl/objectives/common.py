@@ -51,8 +51,24 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
 
 
+def _same_layout(new: Any, old: Any) -> bool:
+    """True if ``new`` has the nesting, keys, shapes and dtype names of ``old`` (the setter's fast path: one walk,
+    no flattening; :func:`_check_like` explains a mismatch)."""
+    if isinstance(old, dict):
+        if not isinstance(new, dict) or new.keys() != old.keys():
+            return False
+        return all(_same_layout(new[k], v) for k, v in old.items())
+    if isinstance(old, (list, tuple)):
+        return (type(new) is type(old) and len(new) == len(old)
+                and all(_same_layout(a, b) for a, b in zip(new, old)))
+    return (hasattr(new, "shape") and tuple(new.shape) == tuple(old.shape)
+            and (new.dtype == old.dtype or _dtype_name(new.dtype) == _dtype_name(old.dtype)))
+
+
 def _check_like(what: str, new: Any, old: Any) -> None:
     """``new`` must have the structure, shapes and dtypes of ``old`` (``what`` names it in the message)."""
+    if _same_layout(new, old):
+        return
     _, nd = tree_flatten(new)
     ol, od = tree_flatten(old)
     if nd != od:
