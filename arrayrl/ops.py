@@ -29,9 +29,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _kernels
+import operator
+
+import numpy as _np
+
+from . import _cupy_kernels, _kernels, _pool
 from ._scan import reverse_discounted_scan_raw
 from .autodiff.core import defvjp, defvjp_joint, primitive, sum_to_shape
+from .autodiff.core import _raw_mul as _mul, _raw_sub as _sub  # operators; large NumPy results pooled (_pool)
 from .autodiff.tuning import _ND, blas_call
 from .autodiff.tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
@@ -51,6 +56,9 @@ __all__ = [
 ]
 
 
+_le = _pool.elementwise(_np.less_equal, operator.le)  # ``x <= y``; a large NumPy mask goes into a pooled buffer
+
+
 def _keep(xp, y, x, axis, keepdims):
     """Reshape a reduction output (or its cotangent) to the ``keepdims=True`` shape."""
     if keepdims:
@@ -67,20 +75,21 @@ def _keep(xp, y, x, axis, keepdims):
 logsumexp = primitive(_kernels.logsumexp, name="logsumexp")
 defvjp(
     logsumexp,
-    lambda xp, g, ans, x, axis=None, keepdims=False: _keep(xp, g, x, axis, keepdims)
-    * xp.exp(x - _keep(xp, ans, x, axis, keepdims)),
+    lambda xp, g, ans, x, axis=None, keepdims=False: _mul(
+        _keep(xp, g, x, axis, keepdims), xp.exp(_sub(x, _keep(xp, ans, x, axis, keepdims)))
+    ),
 )
 
 log_softmax = primitive(_kernels.log_softmax, name="log_softmax")
-defvjp(log_softmax, lambda xp, g, ans, x, axis=-1: g - xp.exp(ans) * xp.sum(g, axis=axis, keepdims=True))
+defvjp(log_softmax, lambda xp, g, ans, x, axis=-1: _sub(g, _mul(xp.exp(ans), xp.sum(g, axis=axis, keepdims=True))))
 
 softmax = primitive(_kernels.softmax, name="softmax")
-defvjp(softmax, lambda xp, g, ans, x, axis=-1: ans * (g - xp.sum(g * ans, axis=axis, keepdims=True)))
+defvjp(softmax, lambda xp, g, ans, x, axis=-1: _mul(ans, _sub(g, xp.sum(_mul(g, ans), axis=axis, keepdims=True))))
 
 
 def _softplus_vjp(xp, g, ans, x, beta=1.0, threshold=None):
     z = x * beta if beta != 1.0 else x
-    gs = g * _kernels.sigmoid(z)
+    gs = _mul(g, _kernels.sigmoid(z))
     return gs if threshold is None else xp.where(z > threshold, g, gs)
 
 
@@ -88,13 +97,13 @@ softplus = primitive(_kernels.softplus, name="softplus")
 defvjp(softplus, _softplus_vjp)
 
 sigmoid = primitive(_kernels.sigmoid, name="sigmoid")
-defvjp(sigmoid, lambda xp, g, ans, x: g * (ans * (1.0 - ans)))
+defvjp(sigmoid, lambda xp, g, ans, x: _mul(g, _mul(ans, _sub(1.0, ans))))
 
 relu = primitive(_kernels.relu, name="relu")
-defvjp(relu, lambda xp, g, ans, x: _kernels.zero_where(x <= 0, g))  # torch threshold_backward: NaN x passes g
+defvjp(relu, lambda xp, g, ans, x: _kernels.zero_where(_le(x, 0), g))  # torch threshold_backward: NaN x passes g
 
 elu = primitive(_kernels.elu, name="elu")
-defvjp(elu, lambda xp, g, ans, x, alpha=1.0: g * _kernels.elu_slope(x, alpha))
+defvjp(elu, lambda xp, g, ans, x, alpha=1.0: _mul(g, _kernels.elu_slope(x, alpha)))
 
 leaky_relu = primitive(_kernels.leaky_relu, name="leaky_relu")
 defvjp(leaky_relu, lambda xp, g, ans, x, negative_slope=0.01: xp.where(x > 0, g, g * negative_slope))
@@ -102,7 +111,7 @@ defvjp(leaky_relu, lambda xp, g, ans, x, negative_slope=0.01: xp.where(x > 0, g,
 
 def _silu_vjp(xp, g, ans, x):
     s = _kernels.sigmoid(x)
-    return g * (s * (1.0 + x * (1.0 - s)))
+    return _mul(g, s * (1.0 + x * (1.0 - s)))
 
 
 silu = primitive(_kernels.silu, name="silu")
@@ -112,7 +121,7 @@ defvjp(silu, _silu_vjp)
 def _smooth_l1_vjp(xp, g, ans, x, beta=1.0):
     if beta == 0:
         return g * xp.sign(x)
-    return g * xp.clip(x / beta if beta != 1.0 else x, min=-1.0, max=1.0)
+    return _mul(g, xp.clip(x / beta if beta != 1.0 else x, min=-1.0, max=1.0))
 
 
 smooth_l1 = primitive(_kernels.smooth_l1, name="smooth_l1")
@@ -136,6 +145,9 @@ def _scan_adjoint(xp, g, c, axis):
     T = g.shape[ax]
     if T == 0:
         return g
+    fused = _cupy_kernels.dispatch("forward_scan", g, c, ax)  # CuPy: one forward-scan kernel (None elsewhere)
+    if fused is not None:
+        return fused
     cf = xp.flip(c, axis=ax)
     pad = xp.zeros(tuple(1 if i == ax else s for i, s in enumerate(c.shape)), dtype=c.dtype, device=c.device)
     cs = xp.concat([cf[_along(ax, slice(1, None))], pad], axis=ax)
@@ -153,7 +165,7 @@ def _scan_vjp_c(xp, g, ans, x, c, axis=-1):
     gx = _scan_adjoint(xp, g, c, axis)
     pad = xp.zeros(tuple(1 if i == ax else s for i, s in enumerate(ans.shape)), dtype=ans.dtype, device=ans.device)
     y_next = xp.concat([ans[_along(ax, slice(1, None))], pad], axis=ax)
-    return gx * y_next
+    return _mul(gx, y_next)
 
 
 def _scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
@@ -185,9 +197,9 @@ def _ones_rows(xp, g):
 def _linear_vjp(xp, g, ans, needs, x, weight, bias, activation):
     """Cotangents of ``(x, weight, bias)`` for ``y = act(z)``, ``z = x @ weight.mT + bias``, sharing ``gz``."""
     if activation == "relu":
-        g = _kernels.zero_where(ans <= 0, g)  # as relu's VJP: 0 where z <= 0 (ans == 0), g elsewhere (NaN z passes)
+        g = _kernels.zero_where(_le(ans, 0), g)  # as relu's VJP: 0 where z <= 0 (ans == 0), g elsewhere (NaN passes)
     elif activation == "tanh":
-        g = g * (1.0 - ans * ans)
+        g = _mul(g, _sub(1.0, _mul(ans, ans)))
     gx = gw = gb = None
     if 0 in needs:
         gx = _mm(xp, g, weight)

@@ -8,10 +8,16 @@ Sides (each one runs in its OWN subprocess with default thread settings; sides a
 several rounds; the table reports the median over rounds of each subprocess's median per-call time):
 
 * ``arrayrl``: :func:`arrayrl.autodiff.value_and_grad` on NumPy arrays (``arrayrl.nn.MLP``: one fused
-  linear + ReLU node per layer), no process tuning;
-* ``arrayrl+malloc``: after :func:`arrayrl.autodiff.tune_allocator` (glibc mmap/trim thresholds);
+  linear + ReLU node per layer), library defaults (the buffer pool of :mod:`arrayrl._pool` on), no process tuning;
+* ``arrayrl-nopool``: ``set_buffer_pool(False)`` (every temporary freshly allocated, the former default);
+* ``arrayrl+malloc``: pool off, after :func:`arrayrl.autodiff.tune_allocator` (glibc mmap/trim thresholds);
 * ``arrayrl+1thread``: after :func:`arrayrl.autodiff.set_blas_threads` ``(1)``;
-* ``arrayrl+tuned``: both (the documented policy for large batches, :mod:`arrayrl.autodiff.tuning`);
+* ``arrayrl+tuned``: pool off, ``tune_allocator()`` + ``set_blas_threads(1)``;
+* ``arrayrl@NAME`` (with ``--tree NAME=PATH``): the ``arrayrl`` side run on another copy of the library
+  (``PYTHONPATH=PATH``), e.g. the tree before a change, for before/after tables.
+
+Every arrayrl side also reports the minor page faults per call (``resource.getrusage().ru_minflt`` over the
+timed calls).
 * ``torch``: ``torch.nn`` + autograd, hand-written loss;
 * ``torchrl``: ``DQNLoss(QValueActor(MLP), loss_function="smooth_l1", delay_value=True)`` forward + backward on a
   TensorDict.
@@ -24,6 +30,7 @@ Usage::
     python benchmarks/tape.py                     # full run, writes benchmarks/results/tape-cpu.md
     python benchmarks/tape.py --rounds 3 --batches 256
     python benchmarks/tape.py --side arrayrl --batch 256   # one subprocess (used by the driver)
+    python benchmarks/tape.py --sides arrayrl@before arrayrl arrayrl+malloc --tree before=/tmp/old --modes default
 """
 
 from __future__ import annotations
@@ -38,20 +45,22 @@ import sys
 import time
 
 OBS, HIDDEN, ACTIONS, GAMMA = 4, 64, 2, 0.99
-SIDES = ["arrayrl", "arrayrl+malloc", "arrayrl+1thread", "arrayrl+tuned", "torch", "torchrl"]
-# arrayrl variants: which parts of the process policy of arrayrl.autodiff.tuning they apply
+SIDES = ["arrayrl", "arrayrl-nopool", "arrayrl+malloc", "arrayrl+1thread", "arrayrl+tuned", "torch", "torchrl"]
+# arrayrl variants: (tune_allocator, set_blas_threads, buffer pool on)
 POLICIES = {
-    "arrayrl": (False, None),
-    "arrayrl+malloc": (True, None),
-    "arrayrl+1thread": (False, 1),
-    "arrayrl+tuned": (True, 1),
+    "arrayrl": (False, None, True),
+    "arrayrl-nopool": (False, None, False),
+    "arrayrl+malloc": (True, None, False),
+    "arrayrl+1thread": (False, 1, True),
+    "arrayrl+tuned": (True, 1, False),
 }
 #: what the table says about each side's process policy
 POLICY_TEXT = {
-    "arrayrl": "none (library defaults)",
-    "arrayrl+malloc": "tune_allocator()",
+    "arrayrl": "none (library defaults: buffer pool)",
+    "arrayrl-nopool": "set_buffer_pool(False)",
+    "arrayrl+malloc": "tune_allocator(), no pool",
     "arrayrl+1thread": "set_blas_threads(1)",
-    "arrayrl+tuned": "tune_allocator() + set_blas_threads(1)",
+    "arrayrl+tuned": "tune_allocator() + set_blas_threads(1), no pool",
     "torch": "torch defaults",
     "torchrl": "torch defaults",
 }
@@ -90,12 +99,16 @@ def make_params(seed: int = 1):
 # --------------------------------------------------------------------------------------------------------- sides
 
 
-def arrayrl_step_fn(batch_np, params_np, tuned: bool, blas_threads: int | None):
+def arrayrl_step_fn(batch_np, params_np, tuned: bool, blas_threads: int | None, pool: bool = True):
     """The loss on arrayrl's tape: ``arrayrl.nn.MLP`` (fused linear + ReLU nodes) and array-API calls."""
     from arrayrl import namespace_of, ops
     from arrayrl.autodiff import set_blas_threads, tune_allocator, value_and_grad
     from arrayrl.nn import MLP
 
+    if not pool:
+        from arrayrl._pool import set_buffer_pool
+
+        set_buffer_pool(False)
     if tuned:
         assert tune_allocator(), "tune_allocator failed (not glibc?)"
     if blas_threads:
@@ -202,10 +215,14 @@ def torchrl_step_fn(batch_np, params_np):
 
 
 def run_side(side: str, batch: int, min_time: float) -> dict:
+    import resource
+
     batch_np, params_np = make_batch(batch), make_params()
+    if side.startswith("arrayrl@"):
+        side = "arrayrl"  # another library tree, found through PYTHONPATH (set by the driver)
     if side in POLICIES:
-        malloc, threads = POLICIES[side]
-        step = arrayrl_step_fn(batch_np, params_np, tuned=malloc, blas_threads=threads)
+        malloc, threads, pool = POLICIES[side]
+        step = arrayrl_step_fn(batch_np, params_np, tuned=malloc, blas_threads=threads, pool=pool)
     elif side == "torch":
         step = torch_step_fn(batch_np, params_np)
     elif side == "torchrl":
@@ -217,12 +234,15 @@ def run_side(side: str, batch: int, min_time: float) -> dict:
     while time.perf_counter() < t_end:
         step()
     times = []
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t_end = time.perf_counter() + min_time
     while time.perf_counter() < t_end or len(times) < 20:
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"side": side, "batch": batch, "median_s": statistics.median(times), "n": len(times), "loss": value}
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / len(times)
+    return {"side": side, "batch": batch, "median_s": statistics.median(times), "n": len(times), "loss": value,
+            "faults": faults}
 
 
 # --------------------------------------------------------------------------------------------------------- driver
@@ -254,7 +274,9 @@ def drive(args) -> None:
 
 def _run_mode(args, mode: str) -> list[str]:
     results: dict[tuple, list] = {}
+    faults: dict[tuple, list] = {}
     losses: dict[tuple, float] = {}
+    trees = dict(t.split("=", 1) for t in args.tree)
     env = dict(os.environ, RL_WARNINGS="False")
     if mode == "single":
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -262,12 +284,18 @@ def _run_mode(args, mode: str) -> list[str]:
         for batch in args.batches:
             for side in args.sides:
                 cmd = [sys.executable, __file__, "--side", side, "--batch", str(batch), "--min-time", str(args.min_time)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+                side_env = env
+                if side.startswith("arrayrl@"):
+                    path = trees[side.split("@", 1)[1]]
+                    side_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")])))
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=side_env)
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 results.setdefault((side, batch), []).append(res["median_s"])
+                faults.setdefault((side, batch), []).append(res.get("faults"))
                 losses[(side, batch)] = res["loss"]
                 print(
-                    f"[{mode}] round {r} batch {batch:5d} {side:16s} {res['median_s'] * 1e6:9.1f} us ({res['n']} calls)",
+                    f"[{mode}] round {r} batch {batch:5d} {side:16s} {res['median_s'] * 1e6:9.1f} us ({res['n']} calls, "
+                    f"{res.get('faults', 0):.0f} faults/call)",
                     flush=True,
                 )
     med = {k: statistics.median(v) for k, v in results.items()}
@@ -275,8 +303,8 @@ def _run_mode(args, mode: str) -> list[str]:
         "default": "## Default thread settings (each library's own: NumPy's OpenBLAS and torch use both cores)",
         "single": "## Every side with one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1): tape overhead without threading",
     }[mode]
-    lines = [title, "", "| batch | side | process policy | per call (us) | TorchRL / side | losses agree |",
-             "|---:|---|---|---:|---:|---|"]
+    lines = [title, "", "| batch | side | process policy | per call (us) | page faults / call | TorchRL / side | "
+             "losses agree |", "|---:|---|---|---:|---:|---:|---|"]
     for batch in args.batches:
         ref = med.get(("torchrl", batch))
         l0 = losses.get(("torch", batch))
@@ -284,16 +312,21 @@ def _run_mode(args, mode: str) -> list[str]:
             t = med[(side, batch)]
             ratio = f"{ref / t:.2f}x" if ref else "-"
             agree = "yes" if l0 is None or abs(losses[(side, batch)] - l0) <= 1e-5 * max(1.0, abs(l0)) else "NO"
-            lines.append(f"| {batch} | {side} | {POLICY_TEXT[side]} | {t * 1e6:.1f} | {ratio} | {agree} |")
+            fl = [f for f in faults[(side, batch)] if f is not None]
+            fl_text = f"{statistics.median(fl):.0f}" if fl and side.startswith("arrayrl") else "-"
+            policy = POLICY_TEXT.get(side, f"library defaults, PYTHONPATH={trees.get(side.split('@')[-1], '')}")
+            lines.append(f"| {batch} | {side} | {policy} | {t * 1e6:.1f} | {fl_text} | {ratio} | {agree} |")
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--side", choices=SIDES)
+    ap.add_argument("--side")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
-    ap.add_argument("--sides", nargs="+", default=SIDES, choices=SIDES)
+    ap.add_argument("--sides", nargs="+", default=SIDES, help=f"of {SIDES} and arrayrl@NAME (see --tree)")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="side arrayrl@NAME runs the arrayrl side with PYTHONPATH=PATH (another copy of the library)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-time", type=float, default=1.5)
     ap.add_argument(

@@ -32,11 +32,14 @@ CPU policy (NumPy backend; measured in :mod:`.tuning` and benchmarks/results/tap
   matrix, and the caller's thread count is restored after it. ``set_blas_policy("off")`` (or
   ``ARRAYRL_BLAS_POLICY=off``) disables this; :func:`set_blas_threads` (or the :func:`blas_threads` context manager)
   still sets the process-wide count;
-* the tape allocates a fresh temporary per op and per cotangent. glibc serves blocks above its mmap threshold with
-  ``mmap`` and unmaps them on free, so every call page-faults its temporaries back in (a 4096 x 64 float32
-  activation is 1 MiB = 256 faults), and trims the heap top likewise. :func:`tune_allocator` raises both thresholds
-  (``mallopt``) so the blocks are reused; at batch 4096 it cuts the DQN/IQL/QMixer losses' time 2-2.5x. It is
-  process-wide and explicit: call it once at start-up of a CPU training loop (arrayrl never calls it itself).
+* buffer pool, automatic: the tape would allocate a fresh temporary per op and per cotangent, and glibc
+  serves blocks above 128 KiB with ``mmap``, so every call page-faults its big temporaries back in (1792 faults
+  per DQN update at batch 4096). arrayrl's NumPy kernels (taped elementwise ops, matrix products, the fused
+  primitives, the backward walk's sums) write their outputs of at least 128 KiB into a per-thread pool
+  (:mod:`arrayrl._pool`); a buffer is handed out again only when its reference count shows that nothing (no
+  result, no view) refers to it. Values are bit-identical with the pool off: :func:`set_buffer_pool` ``(False)``
+  or ``ARRAYRL_BUFFER_POOL=0``; cap per thread 256 MiB (``max_bytes``). Off on free-threaded CPython and PyPy.
+  :func:`tune_allocator` (``mallopt``) remains an explicit, process-wide opt-in (arrayrl never calls it itself).
 
 Fused primitives: :func:`arrayrl.ops.linear` (``act(x @ w.mT + b)``, used by ``arrayrl.nn``) records one node whose
 VJP (registered with :func:`defvjp_joint`, one rule computing every needed cotangent) applies the activation's
@@ -65,6 +68,7 @@ from .check import check_grads
 from .core import Tensor, defvjp, defvjp_argnum, defvjp_joint, primitive, sum_to_shape
 from .namespace import taped_namespace
 from .tuning import blas_policy, blas_threads, set_blas_policy, set_blas_threads, tune_allocator
+from .._pool import buffer_pool, buffer_pool_stats, clear_buffer_pool, set_buffer_pool
 
 __all__ = [
     "Tensor",
@@ -84,4 +88,8 @@ __all__ = [
     "set_blas_threads",
     "set_blas_policy",
     "blas_policy",
+    "set_buffer_pool",
+    "buffer_pool",
+    "buffer_pool_stats",
+    "clear_buffer_pool",
 ]

@@ -19,7 +19,9 @@ import itertools
 import operator
 from typing import Any, Callable
 
-from .. import _kernels
+import numpy as _np
+
+from .. import _kernels, _pool
 from .._backend import _raw_namespace
 from .tuning import _ND, np_matmul
 from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
@@ -219,28 +221,28 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other):
-        return _binary(_ADD, operator.add, self, other)
+        return _binary(_ADD, _raw_add, self, other)
 
     def __radd__(self, other):
-        return _binary(_ADD, operator.add, other, self)
+        return _binary(_ADD, _raw_add, other, self)
 
     def __sub__(self, other):
-        return _binary(_SUB, operator.sub, self, other)
+        return _binary(_SUB, _raw_sub, self, other)
 
     def __rsub__(self, other):
-        return _binary(_SUB, operator.sub, other, self)
+        return _binary(_SUB, _raw_sub, other, self)
 
     def __mul__(self, other):
-        return _binary(_MUL, operator.mul, self, other)
+        return _binary(_MUL, _raw_mul, self, other)
 
     def __rmul__(self, other):
-        return _binary(_MUL, operator.mul, other, self)
+        return _binary(_MUL, _raw_mul, other, self)
 
     def __truediv__(self, other):
-        return _binary(_DIV, operator.truediv, self, other)
+        return _binary(_DIV, _raw_div, self, other)
 
     def __rtruediv__(self, other):
-        return _binary(_DIV, operator.truediv, other, self)
+        return _binary(_DIV, _raw_div, other, self)
 
     def __pow__(self, other):
         return _pow(self, other)
@@ -652,7 +654,7 @@ def backward(roots: list, seeds: list) -> dict:
             cts[k] = s
             push(heap, (-r._idx, r))
         else:
-            cts[k] = prev + s
+            cts[k] = _raw_add(prev, s)
     leaves: dict[int, Any] = {}
     pop = cts.pop
     get = cts.get
@@ -691,7 +693,7 @@ def backward(roots: list, seeds: list) -> dict:
                 cts[k] = gi
                 push(heap, (-p._idx, p))
             else:
-                cts[k] = prev + gi
+                cts[k] = _raw_add(prev, gi)  # out of place (a large NumPy sum into a pooled buffer)
         del g
     return leaves
 
@@ -699,12 +701,21 @@ def backward(roots: list, seeds: list) -> dict:
 # ---------------------------------------------------------------------------------------------------------------------
 # Operator primitives used by Tensor's dunder methods (their rules live in rules.py with the namespace's).
 
+# The raw functions: the operators themselves, except that large NumPy outputs go into pooled buffers (_pool;
+# the same ufuncs as the operators call, so the values are the same).
+_raw_add = _pool.elementwise(_np.add, operator.add)
+_raw_sub = _pool.elementwise(_np.subtract, operator.sub)
+_raw_mul = _pool.elementwise(_np.multiply, operator.mul)
+_raw_div = _pool.elementwise(_np.true_divide, operator.truediv)
+_raw_neg = _pool.elementwise(_np.negative, operator.neg)
+_raw_abs = _pool.elementwise(_np.absolute, operator.abs)
+
 _ADD, _SUB, _MUL, _DIV = (_entry(n, True) for n in ("add", "subtract", "multiply", "divide"))
-_add = _make_primitive(operator.add, _ADD)
-_sub = _make_primitive(operator.sub, _SUB)
-_mul = _make_primitive(operator.mul, _MUL)
-_div = _make_primitive(operator.truediv, _DIV)
-_pow = _make_primitive(operator.pow, _entry("pow", True))
+_add = _make_primitive(_raw_add, _ADD)
+_sub = _make_primitive(_raw_sub, _SUB)
+_mul = _make_primitive(_raw_mul, _MUL)
+_div = _make_primitive(_raw_div, _DIV)
+_pow = _make_primitive(operator.pow, _entry("pow", True))  # not pooled: ndarray ** 2 / ** 0.5 have own loops
 
 
 def _matmul_raw(a, b):
@@ -715,8 +726,8 @@ def _matmul_raw(a, b):
 
 
 _matmul = _make_primitive(_matmul_raw, _entry("matmul"))
-_neg = _make_primitive(operator.neg, _entry("negative", True))
-_abs = _make_primitive(operator.abs, _entry("abs", True))
+_neg = _make_primitive(_raw_neg, _entry("negative", True))
+_abs = _make_primitive(_raw_abs, _entry("abs", True))
 _getitem = _make_primitive(operator.getitem, _entry("getitem"))
 _matrix_transpose = _make_primitive(lambda x: x.mT, _entry("matrix_transpose"))
 

@@ -244,14 +244,27 @@ class TapedNamespace:
         return f"<{self.__name__}>"
 
 
+#: the standard's elementwise functions that are NumPy ufuncs of another name (the others share their name)
+_UFUNC_NAMES = {"abs": "absolute", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "asinh": "arcsinh",
+                "acosh": "arccosh", "atanh": "arctanh", "atan2": "arctan2", "pow": "power"}
+
+
 def _numpy_kernels() -> dict:
     """Raw kernels used instead of NumPy's own functions on the taped NumPy namespace (accelerators with the same
     values, tested against NumPy's in tests/autodiff/test_ad_fastpaths.py; ``matmul`` under the BLAS thread
-    policy of :mod:`.tuning`)."""
-    from .. import _kernels
+    policy of :mod:`.tuning`; the elementwise ufuncs write their large outputs into :mod:`arrayrl._pool`'s
+    buffers)."""
+    import numpy as np
+
+    from .. import _kernels, _pool
     from .tuning import np_matmul
 
-    return dict(_kernels.NUMPY_KERNELS, matmul=np_matmul)
+    pooled = {}
+    for name in _rules.ELEMENTWISE:
+        ufunc = getattr(np, _UFUNC_NAMES.get(name, name), None)
+        if isinstance(ufunc, np.ufunc):
+            pooled[name] = _pool.elementwise(ufunc)
+    return dict(pooled, **_kernels.NUMPY_KERNELS, matmul=np_matmul)
 
 
 def _contains_tensor(seq) -> bool:

@@ -26,6 +26,7 @@ from typing import Any
 from .. import _kernels
 
 from .core import VJP_TABLE, _entry, defvjp, defvjp_argnum, sum_to_shape
+from .core import _raw_add as _add, _raw_div as _div, _raw_mul as _mul, _raw_neg as _neg, _raw_sub as _sub
 from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = ["DIFFERENTIABLE", "ELEMENTWISE"]
@@ -85,11 +86,18 @@ def scatter_along_axis(xp, g, indices, n: int, axis: int):
 
 # ------------------------------------------------------------------------------------------------------ arithmetic
 
+# Cotangents of the elementwise rules are computed with the tape's raw operators (_add ... _neg of .core): the
+# operators themselves, except that a large NumPy result goes into a pooled buffer (arrayrl._pool).
 _reg("add", lambda xp, g, ans, x, y: g, lambda xp, g, ans, x, y: g, elementwise=True)
-_reg("subtract", lambda xp, g, ans, x, y: g, lambda xp, g, ans, x, y: -g, elementwise=True)
-_reg("multiply", lambda xp, g, ans, x, y: g * y, lambda xp, g, ans, x, y: g * x, elementwise=True)
-_reg("divide", lambda xp, g, ans, x, y: g / y, lambda xp, g, ans, x, y: -g * x / (y * y), elementwise=True)
-_reg("negative", lambda xp, g, ans, x: -g, elementwise=True)
+_reg("subtract", lambda xp, g, ans, x, y: g, lambda xp, g, ans, x, y: _neg(g), elementwise=True)
+_reg("multiply", lambda xp, g, ans, x, y: _mul(g, y), lambda xp, g, ans, x, y: _mul(g, x), elementwise=True)
+_reg(
+    "divide",
+    lambda xp, g, ans, x, y: _div(g, y),
+    lambda xp, g, ans, x, y: _div(_mul(_neg(g), x), _mul(y, y)),
+    elementwise=True,
+)
+_reg("negative", lambda xp, g, ans, x: _neg(g), elementwise=True)
 _reg("positive", lambda xp, g, ans, x: g, elementwise=True)
 
 
@@ -100,15 +108,15 @@ def _pow_x(xp, g, ans, x, y):
         if y == 1:
             return g
         if y == 2:
-            return g * (2.0 * x)
-        return g * (y * x ** (y - 1))
-    return g * xp.where(y == 0, 0.0, y * x ** (y - 1))
+            return _mul(g, _mul(2.0, x))
+        return _mul(g, y * x ** (y - 1))
+    return _mul(g, xp.where(y == 0, 0.0, y * x ** (y - 1)))
 
 
 def _pow_y(xp, g, ans, x, y):
     if isinstance(x, (int, float)):
-        return g * (ans * math.log(x)) if x != 0 else g * xp.where(y >= 0, 0.0, ans * -math.inf)
-    return g * xp.where((x == 0) & (y >= 0), 0.0, ans * xp.log(x))
+        return _mul(g, _mul(ans, math.log(x))) if x != 0 else g * xp.where(y >= 0, 0.0, ans * -math.inf)
+    return _mul(g, xp.where((x == 0) & (y >= 0), 0.0, ans * xp.log(x)))
 
 
 _reg("pow", _pow_x, _pow_y, elementwise=True)
@@ -118,21 +126,21 @@ _reg("pow", _pow_x, _pow_y, elementwise=True)
 _LN2, _LN10 = math.log(2.0), math.log(10.0)
 
 _UNARY = {
-    "abs": lambda xp, g, ans, x: g * xp.sign(x),
-    "square": lambda xp, g, ans, x: g * (2.0 * x),
-    "sqrt": lambda xp, g, ans, x: g / (2.0 * ans),
-    "exp": lambda xp, g, ans, x: g * ans,
-    "expm1": lambda xp, g, ans, x: g * (ans + 1.0),
-    "log": lambda xp, g, ans, x: g / x,
-    "log1p": lambda xp, g, ans, x: g / (x + 1.0),
-    "log2": lambda xp, g, ans, x: g / (x * _LN2),
-    "log10": lambda xp, g, ans, x: g / (x * _LN10),
-    "tanh": lambda xp, g, ans, x: g * (1.0 - ans * ans),
-    "sin": lambda xp, g, ans, x: g * xp.cos(x),
-    "cos": lambda xp, g, ans, x: -g * xp.sin(x),
-    "tan": lambda xp, g, ans, x: g * (1.0 + ans * ans),
-    "sinh": lambda xp, g, ans, x: g * xp.cosh(x),
-    "cosh": lambda xp, g, ans, x: g * xp.sinh(x),
+    "abs": lambda xp, g, ans, x: _mul(g, xp.sign(x)),
+    "square": lambda xp, g, ans, x: _mul(g, _mul(2.0, x)),
+    "sqrt": lambda xp, g, ans, x: _div(g, _mul(2.0, ans)),
+    "exp": lambda xp, g, ans, x: _mul(g, ans),
+    "expm1": lambda xp, g, ans, x: _mul(g, _add(ans, 1.0)),
+    "log": lambda xp, g, ans, x: _div(g, x),
+    "log1p": lambda xp, g, ans, x: _div(g, _add(x, 1.0)),
+    "log2": lambda xp, g, ans, x: _div(g, _mul(x, _LN2)),
+    "log10": lambda xp, g, ans, x: _div(g, _mul(x, _LN10)),
+    "tanh": lambda xp, g, ans, x: _mul(g, _sub(1.0, _mul(ans, ans))),
+    "sin": lambda xp, g, ans, x: _mul(g, xp.cos(x)),
+    "cos": lambda xp, g, ans, x: _mul(_neg(g), xp.sin(x)),
+    "tan": lambda xp, g, ans, x: _mul(g, _add(1.0, _mul(ans, ans))),
+    "sinh": lambda xp, g, ans, x: _mul(g, xp.cosh(x)),
+    "cosh": lambda xp, g, ans, x: _mul(g, xp.sinh(x)),
     "asin": lambda xp, g, ans, x: g / xp.sqrt(1.0 - x * x),
     "acos": lambda xp, g, ans, x: -g / xp.sqrt(1.0 - x * x),
     "atan": lambda xp, g, ans, x: g / (1.0 + x * x),

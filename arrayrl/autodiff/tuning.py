@@ -29,14 +29,16 @@ against 26 ms at batch 4096 (load 6-8 on the 2 cores; medians of 12 alternated r
 2**24 + 1 keeps every product of a 64-wide MLP up to batch 4096 serial and leaves the threads to products long
 enough (>= ~0.4 ms single-threaded) to amortise their wake-up.
 
-**Allocator (opt-in).** A tape over NumPy allocates a fresh temporary for every op and every cotangent. With
-glibc, blocks larger than the mmap threshold (128 KiB initially, adapted upwards only when such a block is *freed*)
-are obtained with ``mmap`` and returned to the OS with ``munmap`` on free, so each call page-faults its temporaries
-in again (a 4096 x 64 float32 activation is 1 MiB = 256 page faults). :func:`tune_allocator` sets glibc's
-``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` with ``mallopt`` (through ctypes); it is process-wide and
-irreversible in practice, a no-op (returns False) where glibc is absent. Call it once at start-up of a CPU
-training loop: 2-2.5x at batch 4096 (DQN, IQL, QMixer), up to 1.3x already at batch 256 when the activations pass
-128 KiB (benchmarks/results/tape-cpu.md, losses-cpu.md).
+**Allocator.** A tape over NumPy allocates a fresh temporary for every op and every cotangent. With glibc, blocks
+larger than the mmap threshold (128 KiB initially) are obtained with ``mmap`` and unmapped on free, so each call
+page-faults its temporaries in again (a 4096 x 64 float32 activation is 1 MiB = 256 page faults). The default fix is
+library-level: arrayrl's NumPy kernels write their large outputs into the per-thread buffer pool of
+:mod:`arrayrl._pool` (a buffer is reused only once nothing refers to it; ``set_buffer_pool(False)`` or
+``ARRAYRL_BUFFER_POOL=0`` switches it off). :func:`tune_allocator` stays as an opt-in: it sets glibc's
+``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` with ``mallopt`` (through ctypes), which also removes the faults of
+allocations arrayrl does not make, but it is process-wide (every library in the process), irreversible in practice,
+keeps up to 512 MiB of freed memory, and takes transparent huge pages away from big arrays (the reverse scan at
+large sizes ran 25 % slower under it); a no-op (returns False) where glibc is absent.
 
 Nothing here changes process state on import; the BLAS policy acts only around arrayrl's own products.
 """
@@ -51,6 +53,8 @@ import sys
 from typing import Any, Callable, Iterator
 
 import numpy as _np
+
+from .. import _pool
 
 __all__ = [
     "tune_allocator",
@@ -232,11 +236,12 @@ def blas_call(work: int, fn: Callable, *args: Any) -> Any:
 
 
 _ND = _np.ndarray
-_np_matmul_raw = _np.matmul
+_np_matmul_raw = _pool.matmul  # np.matmul, into a pooled buffer when the output is large (arrayrl._pool)
 
 
 def np_matmul(a: Any, b: Any) -> Any:
-    """``a @ b`` for NumPy arrays under the BLAS policy (work: ``m * k * n`` of one matrix of the stack)."""
+    """``a @ b`` for NumPy arrays under the BLAS policy (work: ``m * k * n`` of one matrix of the stack); a large
+    output is written into a buffer of :mod:`arrayrl._pool`."""
     sa, sb = a.shape, b.shape
     work = (sa[-2] if len(sa) > 1 else 1) * (sa[-1] if sa else 1) * (sb[-1] if len(sb) > 1 else 1)
     if work >= _serial_below:
