@@ -39,7 +39,6 @@ from .. import data as _data
 from .._backend import namespace_of
 from . import policy_gradient as PG
 from .ppo import PPOLoss
-from .value_norm import _AdvantageNormMixin
 
 __all__ = ["A2CLoss"]
 
@@ -66,7 +65,7 @@ class _ScoreFunctionLoss(PPOLoss):
         return [k for k in self._all_out_keys() if k != "value_clip_fraction"]
 
 
-class A2CLoss(_AdvantageNormMixin, _ScoreFunctionLoss):
+class A2CLoss(_ScoreFunctionLoss):
     """The A2C loss (TorchRL ``A2CLoss``; module docstring).
 
     Args:
@@ -126,12 +125,12 @@ class A2CLoss(_AdvantageNormMixin, _ScoreFunctionLoss):
         super().__init__(
             actor_network, critic_network, entropy_bonus=entropy_bonus, samples_mc_entropy=samples_mc_entropy,
             entropy_coeff=entropy_coeff, log_explained_variance=False, critic_coeff=1.0,
-            loss_critic_type=loss_critic_type, gamma=gamma, separate_losses=separate_losses,
+            loss_critic_type=loss_critic_type, advantage_norm=advantage_norm, gamma=gamma,
+            separate_losses=separate_losses,
             advantage_key=advantage_key, value_target_key=value_target_key, functional=functional,
             reduction=reduction, clip_value=clip_value, torchrl_compat=torchrl_compat, generator=generator, **kwargs)
         self.critic_coeff = None if critic_coeff is None else float(critic_coeff)
         self.entropy_bonus = bool(entropy_bonus and entropy_coeff)
-        self._set_advantage_norm(advantage_norm, False)
 
     def _all_out_keys(self) -> list:
         keys = ["loss_objective"]

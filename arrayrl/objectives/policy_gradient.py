@@ -273,9 +273,12 @@ def policy_gradient_loss(log_prob: Any, advantage: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------ entropy
 def has_analytic_entropy(dist: Any) -> bool:
-    """Whether ``dist.entropy()`` has a closed form (arrayrl distributions raise ``NotImplementedError`` otherwise)."""
-    from ..distributions import Distribution
+    """Whether ``dist.entropy()`` has a closed form (arrayrl distributions raise ``NotImplementedError`` otherwise);
+    a :class:`~arrayrl.distributions.CompositeDistribution` has one when every head has."""
+    from ..distributions import CompositeDistribution, Distribution
 
+    if isinstance(dist, CompositeDistribution):
+        return all(has_analytic_entropy(d) for d in dist.dists.values())
     return type(dist).entropy is not Distribution.entropy
 
 
@@ -287,8 +290,14 @@ def entropy(dist: Any, *, samples_mc_entropy: int = 1, generator: Any = None, no
     on the draw itself: TanhNormal scores its pre-tanh value, as TorchRL's ``rsample_and_log_prob``), from
     ``generator`` or from ``noise`` (``[samples_mc_entropy, *B, *E]`` standard normals for the Normal family).
 
+    A :class:`~arrayrl.distributions.CompositeDistribution` gives the sum over its heads: analytic heads in closed
+    form, the others by the Monte-Carlo estimate above (``noise``: a dict with one entry per such head, see
+    ``CompositeDistribution.entropy``), as TorchRL's ``composite_entropy``.
+
     Unlike TorchRL, an analytic entropy that is not finite is returned as is (the fallback would read data).
     """
+    from ..distributions import CompositeDistribution
+
     if has_analytic_entropy(dist):
         return dist.entropy()
     if generator is None and noise is None:
@@ -299,6 +308,8 @@ def entropy(dist: Any, *, samples_mc_entropy: int = 1, generator: Any = None, no
     n = int(samples_mc_entropy)
     if n < 1:
         raise ValueError(f"samples_mc_entropy: expected >= 1, got {samples_mc_entropy}")
+    if isinstance(dist, CompositeDistribution):
+        return dist.entropy(n, generator=generator, noise=noise)
     draw = dist.rsample_and_log_prob if dist.has_rsample else dist.sample_and_log_prob
     _, lp = draw(generator, (n,), noise=noise)
     return -namespace_of(lp).mean(lp, axis=0)

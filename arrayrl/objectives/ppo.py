@@ -6,7 +6,8 @@ keys, outputs, default estimator (GAE, gamma 0.99, lambda 0.95). The terms live 
 :mod:`arrayrl.objectives.policy_gradient`. Per sample (shapes ``[*B, 1]``; ``mu`` = the behaviour policy whose
 log-probability is stored under ``sample_log_prob``, default ``"action_log_prob"``)::
 
-    A           = batch[advantage], or GAE run here on the detached critic       (optionally standardised)
+    A           = batch[advantage], or GAE run here on the detached critic
+                  (optionally standardised, or divided by advantage_norm's scale)
     lw          = log pi_theta(a|s) - log mu(a|s)
     PPOLoss     loss_objective = reduce(-exp(lw) A)                                              (eq. 6)
     ClipPPOLoss loss_objective = reduce(-min(exp(lw) A, exp(clip(lw, log(1-e_lo), log(1+e_hi))) A))  (eq. 7)
@@ -31,7 +32,16 @@ Divergences from TorchRL 0.14.1 (``torchrl_compat=True`` reproduces TorchRL; doc
 Kept as TorchRL: ``beta`` adapts on every call (minibatch KL); ``explained_variance`` and ``ESS`` reduce over dim 0
 only; ``kl``, ``clip_fraction``, ``kl_approx``, ``entropy``, ``max_ratio``, ``mean_ratio`` ignore masks.
 
-Not implemented: ``advantage_norm`` (ValueNorm), per-head ``entropy_coeff`` mappings and composite distributions.
+``advantage_norm`` (a :class:`~arrayrl.objectives.value_norm.ValueNorm`, TorchRL's argument): ``A / scale`` without
+re-centring, statistics updated before the scaling from the valid rows of the value target, only when the advantage is
+computed here and the loss is in training mode (``loss.train()``/``loss.eval()``); state in
+``loss.advantage_norm_state``. Exclusive with ``normalize_advantage``. A2CLoss and MAPPOLoss inherit it.
+
+Composite distributions (:class:`~arrayrl.distributions.CompositeDistribution`, several named heads): the
+log-probability and the entropy are the sums over heads; a head without a closed-form entropy (TanhNormal) gets the
+Monte-Carlo estimate with ``samples_mc_entropy`` draws from ``generator``, the others stay analytic (TorchRL's
+``composite_entropy``). Not implemented: per-head ``entropy_coeff`` mappings (a ``Mapping`` raises
+``NotImplementedError``), so one ``entropy_coeff`` weighs the summed entropy.
 """
 
 from __future__ import annotations
@@ -48,13 +58,14 @@ from . import policy_gradient as PG
 from ._nets import keyed_output
 from .common import LossModule, _coerce_value_type
 from .dqn import _GAMMA_ERROR
+from .value_norm import _AdvantageNormMixin
 
 __all__ = ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss"]
 
 _CRITIC_TYPES = ("l1", "l2", "smooth_l1")
 
 
-class PPOLoss(LossModule):
+class PPOLoss(_AdvantageNormMixin, LossModule):
     """The plain importance-weighted PPO loss (TorchRL ``PPOLoss``), base of the clipped and KL-penalised losses.
 
     Args:
@@ -64,13 +75,19 @@ class PPOLoss(LossModule):
 
     Keyword Args:
         entropy_bonus: add ``loss_entropy`` (default ``True``). samples_mc_entropy: draws of the Monte-Carlo entropy
-            for distributions without a closed form (TanhNormal). entropy_coeff: ``c_H`` (default 0.01).
+            for distributions (or composite heads) without a closed form (TanhNormal). entropy_coeff: ``c_H``
+            (default 0.01; a float: per-head mappings are not implemented).
         log_explained_variance: return ``explained_variance`` (default ``True``).
         critic_coeff: ``c_V``; ``None`` with a critic means 1.0, ``0`` (or a negative value) disables the critic
             loss. A nonzero coefficient without a critic raises ``TypeError``.
         loss_critic_type: ``"smooth_l1"`` (default), ``"l2"`` (no 1/2) or ``"l1"``.
         normalize_advantage: standardise ``A`` (unbiased std, eps 1e-6; masked and biased with eps 1e-4 when the
             batch has ``shifted_valid``). normalize_advantage_exclude_dims: axes kept independent.
+        advantage_norm: a :class:`~arrayrl.objectives.value_norm.ValueNorm` (``PopArtValueNorm``...): ``A`` is
+            divided by its ``scale`` (no re-centring). Its state is ``loss.advantage_norm_state`` (created on first
+            use), updated before the scaling from the valid rows of the value target when the advantage is computed
+            here in training mode (``loss.train()``/``loss.eval()``). Exclusive with ``normalize_advantage``
+            (``ValueError``).
         separate_losses: accepted; arrayrl networks never share trees, so each loss only trains its own network.
         reduction: ``"mean"`` (default), ``"sum"``, ``"none"`` (``loss_*`` then have shape ``[*B]``).
         clip_value: ``c``: clip the value prediction to ``V_old +- c`` (PPO2-style; see the module docstring).
@@ -188,10 +205,6 @@ class PPOLoss(LossModule):
                 f"actor_network: expected a probabilistic actor with get_dist(params, batch), got "
                 f"{type(actor_network).__name__}"
             )
-        if advantage_norm is not None:
-            if normalize_advantage:
-                raise ValueError("normalize_advantage=True and advantage_norm are mutually exclusive")
-            raise NotImplementedError("advantage_norm (ValueNorm) is not implemented in arrayrl")
         if entropy_coeff is None:
             entropy_coeff = 0.01
         if isinstance(entropy_coeff, Mapping):
@@ -209,6 +222,7 @@ class PPOLoss(LossModule):
             raise ValueError(f"clip_value: expected a positive number, got {clip_value!r}")
         self.reduction = reduction
         super().__init__()
+        self._set_advantage_norm(advantage_norm, normalize_advantage)
         self.convert_to_functional(actor_network, "actor_network", create_target_params=delay_actor)
         if critic_network is not None:
             self.convert_to_functional(critic_network, "critic_network")
@@ -307,8 +321,10 @@ class PPOLoss(LossModule):
 
     # -------------------------------------------------------------------------------------------- pieces
     def _advantage(self, batch: Mapping, params: dict) -> tuple[Any, Mapping]:
-        """``(A, work)``: the advantage (normalised if asked) and the batch the loss reads from (the caller's, or a
-        new dict with the estimator's outputs). The estimator runs on the detached critic (TorchRL)."""
+        """``(A, work)``: the advantage (scaled by ``advantage_norm`` or standardised, if asked) and the batch the loss
+        reads from (the caller's, or a new dict with the estimator's outputs). The estimator runs on the detached
+        critic (TorchRL); the next values come from the delayed critic when there is one (ReinforceLoss's
+        ``delay_value``), else from the same detached tree (one object: shifted estimators require it)."""
         tk = self.tensor_keys
         adv = _data.get_or(batch, tk.advantage, None)
         work = batch
@@ -316,10 +332,13 @@ class PPOLoss(LossModule):
             if "critic_network" not in self._networks:
                 raise RuntimeError("Critic network is not specified, cannot compute advantage within forward.")
             critic = stop_gradient(params["critic_network"])
-            work = self.value_estimator(batch, params=critic, target_params=critic)
+            target = self._target_tree("critic_network") if "critic_network" in self.delayed_targets else critic
+            work = self.value_estimator(batch, params=critic, target_params=target)
             adv = _data.get(work, tk.advantage, what="advantage written by the value estimator")
         adv = stop_gradient(adv)
-        if self.normalize_advantage and _numel(adv) > 1:
+        if self.advantage_norm is not None:
+            adv = self._scale_advantage(adv, batch, work)
+        elif self.normalize_advantage and _numel(adv) > 1:
             mask = _data.get_or(work, "shifted_valid", None)
             adv = PG.normalize_advantage(adv, self.normalize_advantage_exclude_dims, mask=mask)
         return adv, work
@@ -403,6 +422,11 @@ class PPOLoss(LossModule):
             )
         return stop_gradient(v)
 
+    def _critic_loss_inputs(self, target: Any, value: Any, old: Any) -> tuple:
+        """``(value_target, V_theta(s), V_old or None)`` as the critic distance, the value clip and
+        ``explained_variance`` see them (TorchRL's hook; identity here, MAPPO's ``value_norm`` normalises)."""
+        return target, value, old
+
     def _critic_terms(self, batch: Mapping, work: Mapping, params: dict) -> dict:
         if not self._has_critic:
             return {}
@@ -411,6 +435,7 @@ class PPOLoss(LossModule):
         old = self._old_value(batch, work) if self.clip_value else None
         value = keyed_output(self._networks["critic_network"], params["critic_network"], work, tk.value,
                              what="state value written by the critic")
+        target, value, old = self._critic_loss_inputs(target, value, old)
         names = (f"critic output {_data.key_str(tk.value)}", _data.key_str(tk.value_target))
         loss, frac = PG.critic_loss(value, target, self.loss_critic_type, old_value=old, clip_value=self.clip_value,
                                     names=names)

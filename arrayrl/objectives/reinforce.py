@@ -7,7 +7,7 @@ gamma 0.99, lambda 0.95; ``make_value_estimator("td1")`` gives Williams' Monte-C
 (shapes ``[*B, 1]``)::
 
     A          = batch[advantage], or the estimator's advantage (critic detached; next values from the target
-                 critic when ``delay_value``)
+                 critic when ``delay_value``: PPOLoss's estimator call reads the delayed tree)
     loss_actor = reduce(-log pi_theta(a_stored|s) sg(A))
     loss_value = reduce(dist(value_target, V_theta(s)))          (no coefficient; optionally value-clipped)
 
@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import data as _data
-from ..autodiff import stop_gradient
 from .a2c import _ScoreFunctionLoss
 
 __all__ = ["ReinforceLoss"]
@@ -89,15 +87,6 @@ class ReinforceLoss(_ScoreFunctionLoss):
 
     def _all_out_keys(self) -> list:
         return ["loss_actor", "loss_value"] + (["value_clip_fraction"] if self.clip_value else [])
-
-    def _advantage(self, batch: Mapping, params: dict) -> tuple:
-        if not self.delay_value or _data.get_or(batch, self.tensor_keys.advantage, None) is not None:
-            return super()._advantage(batch, params)
-        # next values from the delayed critic (PPOLoss's estimator call uses the online tree for both)
-        critic = stop_gradient(params["critic_network"])
-        work = self.value_estimator(batch, params=critic, target_params=self._target_tree("critic_network"))
-        adv = _data.get(work, self.tensor_keys.advantage, what="advantage written by the value estimator")
-        return stop_gradient(adv), work
 
     def _forward(self, batch: Mapping, params: dict) -> dict:
         advantage, work = self._advantage(batch, params)

@@ -362,7 +362,10 @@ class _AdvantageNormMixin:
     ``A <- A / advantage_norm.scale(state)`` (no re-centring: the value baseline centres the advantage). The state
     (``loss.advantage_norm_state``, created on first use) is updated *before* the scaling with the valid rows of the
     value target (masks: ``loss.loss_mask_key``), only when the loss computed the advantage itself and is in
-    training mode (``loss.train()`` / ``loss.eval()``; ``loss.training``). Place before the loss class in the bases.
+    training mode (``loss.train()`` / ``loss.eval()``; ``loss.training``). Mixed into
+    :class:`~arrayrl.objectives.PPOLoss` (so every PPO-family loss, A2C and MAPPO have it): its ``__init__`` calls
+    :meth:`_set_advantage_norm` and its ``_advantage`` calls :meth:`_scale_advantage`. Place before the loss class in
+    the bases.
     """
 
     training = True
@@ -410,10 +413,6 @@ class _AdvantageNormMixin:
             state = norm.update(target, state, mask=self._validity_mask(work))
         self.advantage_norm_state = state
         return adv / norm.scale(state)
-
-    def _advantage(self, batch: Mapping, params: dict) -> tuple:
-        adv, work = super()._advantage(batch, params)  # type: ignore[misc]  # (the loss class after the mixin)
-        return self._scale_advantage(adv, batch, work), work
 
 
 # ------------------------------------------------------------------------------------------------ KL-adaptive lr

@@ -21,7 +21,8 @@ import torchrl.objectives as TO  # noqa: E402
 from torchrl.objectives import SoftUpdate as TSoftUpdate  # noqa: E402
 from torchrl.objectives.value import GAE as TGAE  # noqa: E402
 
-from test_ppo_torchrl import (  # noqa: E402  (tests/objectives is on sys.path: pytest's rootdir-less import)
+from test_ppo_torchrl import CLASSES as PPO_CLASSES  # noqa: E402  (tests/objectives is on sys.path)
+from test_ppo_torchrl import (  # noqa: E402
     ATOL, B, NOBS, RTOL, T, _actors, _check_outputs, _copy_weights, _float64, _grads_all, _perturb, _rollout, _run,
     _tree)
 
@@ -42,7 +43,7 @@ def _pair(cls, kind, kw, akw=None):
     tactor, aactor, prefix = _actors(kind)
     tcritic = TVO(TMLP(in_features=NOBS, out_features=1, num_cells=[8]), in_keys=["observation"])
     acritic = ValueOperator(MLP(in_features=NOBS, out_features=1, num_cells=[8]), in_keys=["observation"])
-    tcls, acls = CLASSES[cls]
+    tcls, acls = {**PPO_CLASSES, **CLASSES}[cls]
     kw, akw = dict(kw), dict(akw or {})
     if "advantage_norm" in kw:  # (TorchRL's normaliser, arrayrl's)
         kw["advantage_norm"], akw["advantage_norm"] = kw["advantage_norm"]
@@ -112,14 +113,14 @@ def test_a2c_samples_mc_entropy_and_critic_coeff_zero_vs_torchrl():
     _grads_all(tl, al, grads, prefix)
 
 
-@pytest.mark.parametrize("norm", ["popart", "percentile"])
-def test_a2c_advantage_norm_vs_torchrl(norm):
-    """advantage / advantage_norm.scale() with the statistics updated from the (masked) value target, twice, then in
-    eval mode and with a precomputed advantage (no update)."""
+def _advantage_norm_vs_torchrl(cls, norm, kw=None, akw=None):
+    """``cls`` (a key of CLASSES or of the PPO cross-validation's) with ``advantage_norm`` against TorchRL over four
+    steps: statistics updated from the (masked) value target twice, then in eval mode (no update), then with a
+    precomputed advantage (no update); outputs, gradients and every normaliser buffer compared at each step."""
     pair = {"popart": (TPopArt(shape=1, beta=0.9), PopArtValueNorm(shape=1, beta=0.9)),
             "percentile": (TPercentile(shape=1, rate=0.5, min_scale=0.1),
                            PercentileValueNorm(shape=1, rate=0.5, min_scale=0.1))}[norm]
-    tl, al, tactor, prefix = _pair("a2c", "categorical", {"advantage_norm": pair})
+    tl, al, tactor, prefix = _pair(cls, "categorical", {"advantage_norm": pair, **(kw or {})}, akw)
     tnorm = pair[0]
     for step in range(4):
         torch.manual_seed(10 + step)
@@ -137,10 +138,16 @@ def test_a2c_advantage_norm_vs_torchrl(norm):
         tout, aout, grads, _ = _run(tl, al, td)
         _check_outputs(tout, aout)
         _grads_all(tl, al, grads, prefix)
-        for name, buf in tnorm.named_buffers():
-            if not name.startswith("_"):
-                np.testing.assert_allclose(np.asarray(al.advantage_norm_state[name]), buf.numpy(), rtol=RTOL,
-                                           atol=ATOL, err_msg=f"step {step} {name}")
+        bufs = {name: buf for name, buf in tnorm.named_buffers() if not name.startswith("_")}
+        assert sorted(bufs) == sorted(al.advantage_norm_state)
+        for name, buf in bufs.items():
+            np.testing.assert_allclose(np.asarray(al.advantage_norm_state[name]), buf.numpy(), rtol=RTOL,
+                                       atol=ATOL, err_msg=f"step {step} {name}")
+
+
+@pytest.mark.parametrize("norm", ["popart", "percentile"])
+def test_a2c_advantage_norm_vs_torchrl(norm):
+    _advantage_norm_vs_torchrl("a2c", norm)
 
 
 def test_reinforce_delay_value_vs_torchrl():

@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
+from arrayrl import namespace_of
 from arrayrl.autodiff import grad
-from arrayrl.distributions import Categorical, IndependentNormal, Normal, TanhNormal
+from arrayrl.distributions import Categorical, CompositeDistribution, IndependentNormal, Normal, TanhNormal
 from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, ValueOperator
 from arrayrl.objectives import policy_gradient as PG
 from arrayrl.objectives.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
@@ -132,6 +133,23 @@ def test_entropy_analytic_and_monte_carlo():
     np.testing.assert_allclose(PG.entropy(d, samples_mc_entropy=4, noise=noise), want)
 
 
+def test_entropy_of_a_composite_with_a_tanh_normal_head():
+    """Analytic heads in closed form, the TanhNormal head by Monte-Carlo (noise keyed by head); a composite whose
+    heads all have a closed form stays analytic."""
+    rng = np.random.default_rng(1)
+    lg, loc, scale = rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), np.full((2, 2), 0.4)
+    d = CompositeDistribution.from_distributions({"move": Categorical(logits=lg), "arm": TanhNormal(loc, scale)})
+    assert not PG.has_analytic_entropy(d)
+    assert PG.has_analytic_entropy(CompositeDistribution.from_distributions({"move": Categorical(logits=lg)}))
+    with pytest.raises(ValueError, match="generator"):
+        PG.entropy(d)
+    noise = rng.normal(size=(3, 2, 2))
+    want = Categorical(logits=lg).entropy() - TanhNormal(loc, scale).rsample_and_log_prob(noise=noise)[1].mean(0)
+    np.testing.assert_allclose(PG.entropy(d, samples_mc_entropy=3, noise={"arm": noise}), want, rtol=1e-14)
+    np.testing.assert_allclose(PG.entropy(d, samples_mc_entropy=3, generator=Generator.from_noise(noise)), want,
+                               rtol=1e-14)
+
+
 def test_broadcast_advantage_errors_and_per_token():
     lw = np.zeros((3, 1))
     with pytest.raises(ValueError, match="advantage.*trailing singleton"):
@@ -248,6 +266,61 @@ def test_saturated_tanh_normal_ratio_is_exactly_one_at_unchanged_parameters():
         d = actor.get_dist(actor.params, {"observation": obs})
         _, lp_pre = d.rsample_and_log_prob(Generator(0))
         assert np.max(np.abs(lp_pre - batch["action_log_prob"])) > 1e-3 or dtype == np.float64
+
+
+def test_clip_ppo_with_a_categorical_and_tanh_normal_composite():
+    """A composite actor (Categorical + TanhNormal heads): the ratio, clipped objective and entropy are the sums over
+    heads computed by hand (the TanhNormal entropy by Monte-Carlo on the loss's generator, the Categorical's in
+    closed form), and the gradient of loss_objective + loss_entropy matches float64 finite differences."""
+    rng = np.random.default_rng(7)
+    B, K, coef, eps = 6, 3, 0.1, 0.2
+    obs = rng.normal(size=(B, 3))
+    w = {"move": rng.normal(size=(3, 3)), "loc": rng.normal(size=(3, 2)), "scale": 0.3 * rng.normal(size=(3, 2))}
+
+    def heads(p, o):
+        xp = namespace_of(p["scale"])
+        return {"move": {"logits": o @ p["move"]}, "arm": {"loc": o @ p["loc"], "scale": 0.2 + xp.exp(o @ p["scale"])}}
+
+    actor = ProbabilisticActor(KeyedModule(heads, params=w, in_keys=["observation"], out_keys=["params"]),
+                               in_keys=["params"], distribution_class=CompositeDistribution,
+                               distribution_kwargs={"distribution_map": {"move": Categorical, "arm": TanhNormal}},
+                               return_log_prob=True, default_interaction_type="random")
+    batch = actor({"observation": obs}, generator=Generator(0))
+    batch["advantage"] = rng.normal(size=(B, 1))
+    loss = ClipPPOLoss(actor, entropy_coeff=coef, clip_epsilon=eps, samples_mc_entropy=K)
+    p0 = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in w.items()}  # ratios away from 1, some clipped
+    noise = rng.normal(size=(K, B, 2))
+
+    def run(p, grads=False):
+        actor.params = {"0": p, "1": {}}
+        loss.generator = Generator.from_noise(noise)
+        return loss.value_and_grad(batch) if grads else (loss(batch), None)
+
+    out, g = run(p0, grads=True)
+    # by hand, head by head
+    hp = heads(p0, obs)
+    cat, tanh = Categorical(**hp["move"]), TanhNormal(**hp["arm"])
+    lw = cat.log_prob(batch["action"]["move"]) + tanh.log_prob(batch["action"]["arm"]) - batch["action_log_prob"]
+    lw, adv = lw[:, None], batch["advantage"]
+    surr = np.minimum(np.exp(lw) * adv, np.exp(np.clip(lw, math.log(1 - eps), math.log(1 + eps))) * adv)
+    h = cat.entropy() - tanh.rsample_and_log_prob(noise=noise)[1].mean(0)
+    np.testing.assert_allclose(out["loss_objective"], -surr.mean(), rtol=1e-12)
+    np.testing.assert_allclose(out["entropy"], h.mean(), rtol=1e-12)
+    np.testing.assert_allclose(out["loss_entropy"], -coef * h.mean(), rtol=1e-12)
+    frac = float(out["clip_fraction"])
+    assert 0.0 < frac < 1.0, frac
+    # finite differences of loss_objective + loss_entropy, every parameter entry
+    for k, v in p0.items():
+        for idx in np.ndindex(v.shape):
+            tot = []
+            for d in (1e-6, -1e-6):
+                p = {kk: vv.copy() for kk, vv in p0.items()}
+                p[k][idx] += d
+                o = run(p)[0]
+                tot.append(float(o["loss_objective"]) + float(o["loss_entropy"]))
+            np.testing.assert_allclose(g["actor_network"]["0"][k][idx], (tot[0] - tot[1]) / 2e-6, rtol=1e-5,
+                                       atol=1e-8, err_msg=f"{k}{idx}")
+    actor.params = {"0": w, "1": {}}
 
 
 def test_learning_clip_ppo_on_a_bandit_improves_every_iteration():

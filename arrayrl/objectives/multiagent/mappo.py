@@ -27,24 +27,21 @@ observations, or one per agent on its own observation). Set nested keys with ``s
 
 Kept as TorchRL: the critic predicts raw-scale values and only the loss is normalised (MAPPO's reference code trains
 the critic on the normalised scale and denormalises its output inside GAE); ``value_norm``'s statistics move on every
-call, in evaluation mode too. ``advantage_norm`` is accepted as by PPOLoss (exclusive with ``normalize_advantage``).
+call, in evaluation mode too. ``advantage_norm`` is PPOLoss's (exclusive with ``normalize_advantage``, so pass
+``normalize_advantage=False`` with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from ... import data as _data
-from .. import policy_gradient as PG
-from .._nets import keyed_output
 from ..ppo import ClipPPOLoss
-from ..value_norm import _AdvantageNormMixin, _check_norm
+from ..value_norm import _check_norm
 
 __all__ = ["MAPPOLoss", "IPPOLoss"]
 
 
-class MAPPOLoss(_AdvantageNormMixin, ClipPPOLoss):
+class MAPPOLoss(ClipPPOLoss):
     """Multi-agent PPO with a centralised critic (module docstring).
 
     Args:
@@ -54,7 +51,7 @@ class MAPPOLoss(_AdvantageNormMixin, ClipPPOLoss):
     Keyword Args:
         value_norm: a :class:`~arrayrl.objectives.value_norm.ValueNorm` (``PopArtValueNorm``...) or ``None``.
         entropy_coeff: default 0.01. normalize_advantage: default ``True``. normalize_advantage_exclude_dims:
-            default ``(-2,)``. advantage_norm: as :class:`~arrayrl.objectives.A2CLoss`.
+            default ``(-2,)``. advantage_norm: as :class:`~arrayrl.objectives.PPOLoss`.
         **kwargs: :class:`~arrayrl.objectives.ClipPPOLoss`'s (``clip_epsilon``, ``critic_coeff``, ``clip_value``,
             ``reduction``, ``torchrl_compat``...).
     """
@@ -66,35 +63,22 @@ class MAPPOLoss(_AdvantageNormMixin, ClipPPOLoss):
                  normalize_advantage_exclude_dims: tuple = (-2,), advantage_norm: Any = None, **kwargs: Any) -> None:
         super().__init__(actor_network, critic_network, entropy_coeff=entropy_coeff,
                          normalize_advantage=normalize_advantage,
-                         normalize_advantage_exclude_dims=normalize_advantage_exclude_dims, **kwargs)
-        self._set_advantage_norm(advantage_norm, normalize_advantage)
+                         normalize_advantage_exclude_dims=normalize_advantage_exclude_dims,
+                         advantage_norm=advantage_norm, **kwargs)
         self.value_norm = _check_norm(value_norm, "value_norm")
         self.value_norm_state = None
 
-    def _critic_terms(self, batch: Mapping, work: Mapping, params: dict) -> dict:
+    def _critic_loss_inputs(self, target: Any, value: Any, old: Any) -> tuple:
+        """TorchRL's hook between the critic and the distance: fold the value target into ``value_norm_state``,
+        then normalise the target, the prediction and ``V_old`` with the new statistics."""
         norm = self.value_norm
-        if norm is None or not self._has_critic:
-            return super()._critic_terms(batch, work, params)
-        # PPOLoss._critic_terms with TorchRL's ``_critic_loss_inputs`` hook between the critic and the distance
-        tk = self.tensor_keys
-        target = _data.get(work, tk.value_target, what="value target (written by the value estimator)")
-        old = self._old_value(batch, work) if self.clip_value else None
-        value = keyed_output(self._networks["critic_network"], params["critic_network"], work, tk.value,
-                             what="state value written by the critic")
+        if norm is None:
+            return target, value, old
         state = norm.init(like=target) if self.value_norm_state is None else self.value_norm_state
         state = norm.update(target, state)
         self.value_norm_state = state
-        target, value = norm.normalize(target, state), norm.normalize(value, state)
-        old = None if old is None else norm.normalize(old, state)
-        names = (f"critic output {_data.key_str(tk.value)}", _data.key_str(tk.value_target))
-        loss, frac = PG.critic_loss(value, target, self.loss_critic_type, old_value=old, clip_value=self.clip_value,
-                                    names=names)
-        out = {"loss_critic": self._reduce(loss * self.critic_coeff, work)}
-        if frac is not None:
-            out["value_clip_fraction"] = frac
-        if self.log_explained_variance:
-            out["explained_variance"] = PG.explained_variance(target, value)
-        return out
+        return (norm.normalize(target, state), norm.normalize(value, state),
+                None if old is None else norm.normalize(old, state))
 
 
 class IPPOLoss(MAPPOLoss):
