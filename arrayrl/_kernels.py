@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as _np
 
+from . import _pool
 from ._backend import namespace_of
 
 __all__ = [
@@ -88,7 +89,7 @@ def zero_where(cond: Any, a: Any) -> Any:
     NumPy accelerator (arrays of at least 2048 elements): ``a``'s bits AND ``-(not cond)``, bit-identical.
     """
     if type(a) is _np.ndarray and type(cond) is _np.ndarray and a.size >= _FAST_MIN_SIZE and a.shape == cond.shape:
-        keep = (cond.view(_np.int8) - _np.int8(1)).astype(f"i{a.dtype.itemsize}")  # 0 where cond, all bits else
+        keep = _np.subtract(cond.view(_np.int8), _np.int8(1), out=_pool.empty(a.shape, f"i{a.dtype.itemsize}"))  # 0 where cond, all bits else
         _np.bitwise_and(a.view(keep.dtype), keep, out=keep)
         return keep.view(a.dtype)
     xp = namespace_of(a)
@@ -101,7 +102,7 @@ def expand_to(xp: Any, a: Any, shape: tuple) -> Any:
     NumPy accelerator: a filled fresh array instead of a broadcast view (``np.broadcast_to`` is a slow Python-level
     function, and NumPy's arithmetic on broadcast operands takes slow non-SIMD loops downstream); same values."""
     if type(a) is _np.ndarray or isinstance(a, _np.generic):
-        out = _np.empty(shape, dtype=a.dtype)
+        out = _pool.empty(shape, a.dtype)
         out[...] = a
         return out
     return xp.broadcast_to(a, shape)
@@ -345,7 +346,7 @@ def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None)
         and (bias is None or (type(bias) is _np.ndarray and bias.dtype == weight.dtype))
         and x.dtype == weight.dtype
     ):
-        y = _np.matmul(x, weight.mT)
+        y = _pool.matmul(x, weight.mT)
         if bias is not None:
             if y.ndim == 2:
                 _add_rows_np(y, bias)

@@ -59,6 +59,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import _pool
+
 __all__ = [
     "available",
     "set_enabled",
@@ -135,7 +137,7 @@ def try_reverse_scan(x: Any, c: Any, axis: int = -1, *, parallel: bool | None = 
     if lay is None:
         return None
     (x3, c3), _, shape, L, T, M = lay
-    out = np.empty((L, T, M), dtype=x3.dtype)
+    out = _pool.empty((L, T, M), x3.dtype)
     _run(_Scan(x3, c3), (out,), L, T, M, parallel)
     return out.reshape(shape)
 
@@ -147,7 +149,7 @@ def try_forward_scan(g: Any, c: Any, axis: int = -1, *, parallel: bool | None = 
     if lay is None:
         return None
     (g3, c3), _, shape, L, T, M = lay
-    out = np.empty((L, T, M), dtype=g3.dtype)
+    out = _pool.empty((L, T, M), g3.dtype)
     _run(_Adjoint(g3, c3), (out,), L, T, M, parallel)
     return out.reshape(shape)
 
@@ -168,8 +170,8 @@ def try_gae(gamma: Any, lmbda: Any, state_value: Any, next_state_value: Any, rew
         return None
     (v, nv, r), (d, tm), shape, L, T, M = lay
     g, gl = coefs
-    adv = np.empty((L, T, M), dtype=v.dtype)
-    target = np.empty((L, T, M), dtype=v.dtype)
+    adv = _pool.empty((L, T, M), v.dtype)
+    target = _pool.empty((L, T, M), v.dtype)
     _run(_Gae(g, gl, v, nv, r, d, tm), (adv, target), L, T, M, parallel)
     return adv.reshape(shape), target.reshape(shape)
 
@@ -189,7 +191,7 @@ def try_td_lambda(gamma: Any, lmbda: Any, next_state_value: Any, reward: Any, do
         return None
     (nv, r), (d, tm), shape, L, T, M = lay
     g, gl, oml = coefs
-    out = np.empty((L, T, M), dtype=r.dtype)
+    out = _pool.empty((L, T, M), r.dtype)
     _run(_TdLambda(g, gl, oml, nv, r, d, tm), (out,), L, T, M, parallel)
     return out.reshape(shape)
 

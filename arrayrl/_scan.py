@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import _numba_scan
+from . import _cupy_kernels, _numba_scan, _pool
 from ._backend import namespace_of
 from ._checks import check_floating, check_same_shape, dtype_name, is_float32_or_64, normalize_axis
 
@@ -73,6 +73,8 @@ def reverse_discounted_scan_raw(x: Any, c: Any, axis: int = -1) -> Any:
     if T <= 1 or math.prod(x.shape) == 0:
         return xp.asarray(x, copy=True)
     out = _numba_scan.try_reverse_scan(x, c, ax)  # NumPy + numba: the compiled serial scan (None: not applicable)
+    if out is None:
+        out = _cupy_kernels.dispatch("reverse_scan", x, c, ax)  # CuPy: the RawKernel scan
     if out is not None:
         return out
     if math.prod(x.shape[ax + 1:]) == 1:  # [*B, T, 1, ...]: same memory order as [N, T], no axis move
@@ -101,7 +103,7 @@ def _scan_2d(xp: Any, x: Any, c: Any) -> Any:
     rows = max(1, _CHUNK_ELEMS // T)
     if N <= rows:
         return _blocked(xp, x, c, k)
-    out = xp.empty_like(x)
+    out = _pool.xp_empty(xp, tuple(x.shape), dtype=x.dtype, device=x.device)
     for r0 in range(0, N, rows):
         r1 = min(N, r0 + rows)
         out[r0:r1, :] = _blocked(xp, x[r0:r1, :], c[r0:r1, :], k)
@@ -114,7 +116,7 @@ def _scan_2d(xp: Any, x: Any, c: Any) -> Any:
 def _sequential(xp: Any, x: Any, c: Any) -> Any:
     """The loop itself: ``T - 1`` steps on ``[N]`` columns."""
     N, T = x.shape
-    y = xp.empty_like(x)
+    y = _pool.xp_empty(xp, tuple(x.shape), dtype=x.dtype, device=x.device)
     acc = x[:, T - 1]
     y[:, T - 1] = acc
     zero = xp.zeros((), dtype=x.dtype, device=x.device)
@@ -167,9 +169,9 @@ def _blocked(xp: Any, x: Any, c: Any, k: int) -> Any:
     cb = xp.reshape(c[:, :L], (N, m, k))
     zb = xp.reshape(c[:, :L] == zero, (N, m, k))
     # (1) local scans and suffix products P_j = c_j ... c_{k-1} (the factor that carries Y_{b+1} to position j)
-    yl = xp.empty((N, m, k), dtype=x.dtype, device=x.device)
-    P = xp.empty((N, m, k), dtype=x.dtype, device=x.device)
-    Zc = xp.empty((N, m, k), dtype=xp.bool, device=x.device)  # a cut in [j, k): P_j does not count
+    yl = _pool.xp_empty(xp, (N, m, k), dtype=x.dtype, device=x.device)
+    P = _pool.xp_empty(xp, (N, m, k), dtype=x.dtype, device=x.device)
+    Zc = _pool.xp_empty(xp, (N, m, k), dtype=xp.bool, device=x.device)  # a cut in [j, k): P_j does not count
     acc = xb[:, :, k - 1]
     p = cb[:, :, k - 1]
     if r == 0:  # c_{T-1} is never read: the last block receives no carry

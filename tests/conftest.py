@@ -7,7 +7,7 @@
 * ``array_api_strict-f32`` (its ``no_float64`` device: float32 only)
 * ``torch`` (CPU, through array-api-compat)
 * ``cupy`` (only where a GPU is present)
-* ``taped-numpy`` (the autodiff tape's namespace over NumPy)
+* ``taped-numpy`` (the autodiff tape's namespace over NumPy), and ``taped-cupy`` where a GPU is present
 
 The fixture value is a :class:`Backend`: it forwards attribute access to the namespace (``xp.exp``,
 ``xp.float64``...) and adds ``from_numpy``/``to_numpy``, ``float_dtype`` (float64 where the backend has it),
@@ -145,6 +145,13 @@ def _make_backend(name: str) -> Backend:
 
         ns = Tensor(np.zeros(())).__array_namespace__()
         return Backend(name, ns, None, np.float64, wrap=Tensor)
+    if name == "taped-cupy":
+        import cupy
+
+        from arrayrl.autodiff import Tensor
+
+        ns = Tensor(cupy.zeros(())).__array_namespace__()
+        return Backend(name, ns, None, cupy.float64, wrap=Tensor)
     raise ValueError(name)
 
 
@@ -155,6 +162,8 @@ if _has_gpu_cupy():
     BACKENDS.append("cupy")
 if has_module("arrayrl.autodiff"):
     BACKENDS.append("taped-numpy")
+    if _has_gpu_cupy():
+        BACKENDS.append("taped-cupy")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -166,7 +175,7 @@ def xp(request) -> Backend:
         pytest.skip(f"{request.param} unavailable: {err}")
 
 
-@pytest.fixture(params=[b for b in BACKENDS if b != "taped-numpy"])
+@pytest.fixture(params=[b for b in BACKENDS if not b.startswith("taped")])
 def raw_xp(request) -> Backend:
     """Every backend present except the taped namespace (for tests that build tapes themselves)."""
     return _make_backend(request.param)

@@ -22,7 +22,9 @@ from .keyed import (
     ValueOperator,
 )
 from .layers import MLP, ACTIVATIONS, Ensemble, Linear, NormalParamExtractor, get_activation, linear, mappings
-from .module import Module
+from .module import Module, ParamSlot
+from .multiagent import QMixer, VDNMixer
+from .norm import BatchNorm1d, BatchRenorm1d, NormMLP, StatefulValueOperator
 from . import params as _params
 from .params import (
     cast_params,
@@ -44,6 +46,13 @@ from .params import (
 
 __all__ = [
     "Module",
+    "ParamSlot",
+    "BatchNorm1d",
+    "BatchRenorm1d",
+    "NormMLP",
+    "StatefulValueOperator",
+    "QMixer",
+    "VDNMixer",
     "Linear",
     "MLP",
     "Ensemble",

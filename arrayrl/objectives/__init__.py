@@ -13,9 +13,12 @@ from .dqn import DistributionalDQNLoss, DQNLoss
 from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
+from .crossq import CrossQLoss
+from .redq import REDQLoss
 from .reinforce import ReinforceLoss
 from .sac import DiscreteSACLoss, SACLoss
 from .td3 import TD3BCLoss, TD3Loss
+from .tqc import TQCLoss
 from .utils import (
     HardUpdate,
     SoftUpdate,
@@ -54,6 +57,9 @@ __all__ = [
     "DDPGLoss",
     "TD3Loss",
     "TD3BCLoss",
+    "REDQLoss",
+    "CrossQLoss",
+    "TQCLoss",
     "MAPPOLoss",
     "IPPOLoss",
     "KLAdaptiveLR",

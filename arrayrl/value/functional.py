@@ -57,7 +57,7 @@ import numbers
 import warnings
 from typing import Any, Mapping
 
-from .. import _numba_scan
+from .. import _cupy_kernels, _numba_scan
 from .._backend import is_array, namespace_of
 from .._checks import (
     check_bool,
@@ -445,6 +445,8 @@ def td_lambda_return_estimate(
             )
         return _non_rolling_return(ctx, g, lm, vstar, reward, done, ends)
     fused = _numba_scan.try_td_lambda(g, lm, next_state_value, reward, done, terminated, ctx.time_axis)
+    if fused is None:
+        fused = _cupy_kernels.dispatch("td_lambda", g, lm, next_state_value, reward, done, terminated, ctx.time_axis)
     if fused is not None:  # NumPy + numba: the fused TD(lambda) pass
         return fused
     w = xp.where(ends, ctx.one, _const(ctx, 1.0 - lm))
@@ -548,6 +550,9 @@ def generalized_advantage_estimate(
     g = _coef(ctx, gamma, "gamma")
     lm = _coef(ctx, lmbda, "lmbda")
     fused = _numba_scan.try_gae(g, lm, state_value, next_state_value, reward, done, terminated, ctx.time_axis)
+    if fused is None:
+        fused = _cupy_kernels.dispatch("gae", g, lm, state_value, next_state_value, reward, done, terminated,
+                                       ctx.time_axis)
     if fused is not None:  # NumPy + numba: delta, scan and target in one compiled pass
         return fused
     delta = reward + g * _masked(ctx, terminated, next_state_value) - state_value
