@@ -113,3 +113,15 @@ def test_installed_wheel_has_no_oracle(wheel, tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("skipped: the float64 oracle reference/ ships with the source checkout only")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """`.ci/run` ends with the README's test command, character for character, and the README's two commands are
+    the ones documented (install + train, install + test)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Two commands on a fresh machine", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    train_cmd, test_cmd = (line.split("#", 1)[0].strip() for line in block.strip().splitlines())
+    assert train_cmd == 'python -m pip install -e ".[train]" && arrayrl train dqn-cartpole'
+    ci_lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert ci_lines[-1] == test_cmd
+    assert f"```bash\n{test_cmd}\n```" in readme  # the "Running the tests" section says the same
