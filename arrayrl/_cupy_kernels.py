@@ -46,7 +46,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -469,5 +469,5 @@ def try_td_lambda(gamma: Any, lmbda: Any, next_state_value: Any, reward: Any, do
     return out.reshape(shape)
 
 
-_ENTRY = {"reverse_scan": try_reverse_scan, "forward_scan": try_forward_scan, "gae": try_gae,
-          "td_lambda": try_td_lambda}
+_ENTRY: dict[str, Callable[..., Any]] = {"reverse_scan": try_reverse_scan, "forward_scan": try_forward_scan,
+                                         "gae": try_gae, "td_lambda": try_td_lambda}

@@ -323,7 +323,7 @@ def _ufunc_out(ufunc: np.ufunc, args: tuple) -> np.ndarray | None:
             big = big or a.nbytes >= MIN_BYTES
         elif t not in _SCALARS:
             return None
-    if not big:
+    if not big or dtype is None:  # dtype is set whenever big is (an array of MIN_BYTES was seen)
         return None
     if shape is None:
         try:
@@ -346,6 +346,7 @@ def elementwise(ufunc: np.ufunc, fallback: Callable | None = None) -> Callable:
 
     Small arrays, the common case of a tape at batch 256, cost one type check and one size comparison more."""
     fallback = ufunc if fallback is None else fallback
+    f: Callable[..., Any]
 
     if ufunc.nin == 1:
 
@@ -371,5 +372,5 @@ def elementwise(ufunc: np.ufunc, fallback: Callable | None = None) -> Callable:
         f = binary
     f.__name__ = getattr(fallback, "__name__", ufunc.__name__)
     f.__doc__ = f"``{ufunc.__name__}`` writing its large NumPy outputs into pooled buffers (arrayrl._pool)."
-    f.__wrapped__ = fallback  # type: ignore[attr-defined]
+    setattr(f, "__wrapped__", fallback)
     return f

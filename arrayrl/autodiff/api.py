@@ -87,8 +87,8 @@ def _make_leaves(args: Sequence[Any], argnums: tuple, fname: str):
     """
     new_args = list(args)
     specs = []
-    state = [None, None, 0]
-    starts = []
+    state: list[Any] = [None, None, 0]  # [base namespace, first leaf index, leaf count] (see _wrap_tree)
+    starts: list[tuple[int, int]] = []  # (leaf count before args[i], i)
     for i in argnums:
         if i >= len(args) or i < -len(args):
             raise ValueError(f"{fname}: argnums contains {i} but the function was called with {len(args)} arguments")

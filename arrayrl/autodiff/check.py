@@ -64,8 +64,10 @@ def check_grads(
     v_leaves = [gen.normal(tuple(o.shape), dtype=o.dtype) for o in out_leaves]
     grads = vjp_fn(tree_unflatten(out_def, v_leaves))
 
-    worst = (0.0, None)
-    failures = []
+    # (largest error, (argnum, path, element index) or ("direction", j)); failures: (error, argnum or "direction",
+    # path or direction index, element index or None, reverse mode, finite differences)
+    worst: tuple[float, tuple[Any, ...] | None] = (0.0, None)
+    failures: list[tuple[float, int | str, Any, int | None, float, float]] = []
     big = []  # (argnum, path, leaf index) of leaves checked by directions
     flat_args = [tree_flatten(a) for a in args]
 
@@ -108,7 +110,7 @@ def check_grads(
             dirs = [gen.normal(tuple(x.shape), dtype=x.dtype) for (_, _, _, x, _) in big]
             ad = sum(float(base_namespace(g).sum(g * d)) for (_, _, _, _, g), d in zip(big, dirs))
 
-            def shifted(sign):
+            def shifted(sign: float) -> list[Any]:
                 new_args = list(args)
                 per_arg: dict[int, list] = {}
                 for (argnum, k, _, x, _), d in zip(big, dirs):
@@ -126,10 +128,10 @@ def check_grads(
 
     if failures:
         failures.sort(key=lambda t: -t[0] if t[0] == t[0] else float("-inf"))
-        err, argnum, path, i, ad, fd = failures[0]
+        err, bad_arg, path, bad_i, ad, fd = failures[0]
         where = (
-            f"random direction {path}" if argnum == "direction" else f"args[{argnum}]{''.join(f'[{p!r}]' for p in path)} "
-            f"element {i}"
+            f"random direction {path}" if bad_arg == "direction" else f"args[{bad_arg}]{''.join(f'[{p!r}]' for p in path)} "
+            f"element {bad_i}"
         )
         raise AssertionError(
             f"check_grads: {len(failures)} mismatches; max error {err:.3e} at {where}: reverse mode {ad!r}, "

@@ -83,7 +83,7 @@ def defer_operators_to_tensor(raw_type: type) -> bool:
 
     _check_type_device._arrayrl_defers = True  # type: ignore[attr-defined]
     _check_type_device.__doc__ = check.__doc__
-    raw_type._check_type_device = _check_type_device
+    setattr(raw_type, "_check_type_device", _check_type_device)
     return True
 
 
@@ -149,6 +149,15 @@ class Tensor:
     """
 
     __slots__ = ("value", "_idx", "_parents", "_entry", "_args", "_kw", "_xp", "__weakref__")
+    # the slots' types (annotations only: no class attributes, so no clash with ``__slots__``). ``_entry``,
+    # ``_args``, ``_kw`` are set on recorded nodes only, ``_xp`` on leaves and nodes (``_idx >= 0``)
+    value: Any
+    _idx: int
+    _parents: tuple[tuple[int, Tensor], ...]
+    _entry: VJPEntry
+    _args: tuple[Any, ...]
+    _kw: dict[str, Any]
+    _xp: Any
     _arrayrl_taped = True
     __array_ufunc__ = None
     __array_priority__ = 1000  # NumPy: defer binary operators to us (with __array_ufunc__ = None this is implied)
@@ -278,10 +287,10 @@ class Tensor:
     def __ge__(self, other):
         return self.value >= _raw(other)
 
-    def __eq__(self, other):  # type: ignore[override]
+    def __eq__(self, other):
         return self.value == _raw(other)
 
-    def __ne__(self, other):  # type: ignore[override]
+    def __ne__(self, other):
         return self.value != _raw(other)
 
     __hash__ = None  # type: ignore[assignment]
@@ -406,6 +415,8 @@ def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
     The node is built inline (this runs once per recorded op, so every attribute store and call counts)."""
     if kw:
         _kw_error(entry, kw)
+    raw_args: tuple[Any, ...]
+    parents: tuple[tuple[int, Tensor], ...]
     if len(args) == 1:  # unary fast path (args[0] is the Tensor)
         a = args[0]
         v = a.value
@@ -416,22 +427,22 @@ def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
         parents = ((0, a),)
         xp = a._xp
     else:
-        raw_args = []
-        parents = []
+        raw_list: list[Any] = []
+        parent_list: list[tuple[int, Tensor]] = []
         xp = None
         for i, a in enumerate(args):
             if isinstance(a, Tensor):
-                raw_args.append(a.value)
+                raw_list.append(a.value)
                 if a._idx >= 0:
-                    parents.append((i, a))
+                    parent_list.append((i, a))
                     xp = a._xp
             else:
-                raw_args.append(a)
-        ans = raw_fn(*raw_args, **kw) if kw else raw_fn(*raw_args)
+                raw_list.append(a)
+        ans = raw_fn(*raw_list, **kw) if kw else raw_fn(*raw_list)
         if xp is None:
             return _constant(ans)
-        raw_args = tuple(raw_args)
-        parents = tuple(parents)
+        raw_args = tuple(raw_list)
+        parents = tuple(parent_list)
     t = _tensor_new(Tensor)
     t.value = ans
     t._idx = next(_counter)
@@ -515,8 +526,8 @@ def primitive(raw_fn: Callable, *, name: str | None = None, elementwise: bool = 
         >>> cube = primitive(lambda x: x * x * x, name="cube", elementwise=True)
         >>> defvjp(cube, lambda xp, g, ans, x: g * 3 * x * x)
     """
-    name = name or getattr(raw_fn, "__name__", "primitive")
-    entry = VJPEntry(name, elementwise)
+    label: str = name if name else getattr(raw_fn, "__name__", "primitive")
+    entry = VJPEntry(label, elementwise)
     return _make_primitive(raw_fn, entry)
 
 

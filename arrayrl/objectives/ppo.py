@@ -305,7 +305,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
     def _estimator_network(self) -> Any:
         return self._networks.get("critic_network")
 
-    def make_value_estimator(self, value_type: Any = None, **hyperparams: Any) -> "PPOLoss":
+    def make_value_estimator(self, value_type: Any = None, **hyperparams: Any) -> LossModule:
         """As :meth:`LossModule.make_value_estimator`; V-trace gets the actor: ``log pi(a_t|s_t)`` of the stored action
         with the live actor parameters (``torchrl_compat``: the actor network itself, TorchRL's fresh sample)."""
         vt = value_type if value_type is not None else self.default_value_estimator
