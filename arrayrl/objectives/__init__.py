@@ -13,6 +13,8 @@ from .dqn import DistributionalDQNLoss, DQNLoss
 from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
+from .bc import BCLoss
+from .cql import CQLLoss, DiscreteCQLLoss
 from .crossq import CrossQLoss
 from .redq import REDQLoss
 from .reinforce import ReinforceLoss
@@ -60,6 +62,9 @@ __all__ = [
     "REDQLoss",
     "CrossQLoss",
     "TQCLoss",
+    "CQLLoss",
+    "DiscreteCQLLoss",
+    "BCLoss",
     "MAPPOLoss",
     "IPPOLoss",
     "KLAdaptiveLR",
