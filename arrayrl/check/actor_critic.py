@@ -983,6 +983,10 @@ BUILDERS: dict[str, tuple[Callable, dict]] = {
     "TD3BCLoss": (td3_case, {"cls": "td3bc"}),
 }
 
+from .redq_crossq_tqc import BUILDERS as _ENSEMBLE_BUILDERS  # noqa: E402  (REDQ, CrossQ, TQC)
+
+BUILDERS.update(_ENSEMBLE_BUILDERS)
+
 
 def perturb_weight(case: Any, scale: float = 1e-3, network: str | None = None) -> Any:
     """``case`` with its arrayrl loss built with one weight moved by ``scale`` (the first leaf of ``network``, by

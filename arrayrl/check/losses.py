@@ -87,6 +87,8 @@ class LossCase:
     fix_draws: Callable[[list], list] | None = None
     #: ``after(arrayrl loss, errors)``: state compared after both calls (log_alpha, beta, normaliser statistics)
     after: Callable[[Any, Errors], None] | None = None
+    #: keyword arguments of :class:`NormalRecorder` (REDQ: ``randperm=True, sample=True``)
+    recorder: dict | None = None
 
     def __post_init__(self) -> None:
         if oracle.load().module is None:
@@ -665,7 +667,7 @@ def compare_with_torchrl(case: LossCase, acc: Errors) -> None:
 
     tl, td = case.torchrl_loss, case.td
     al, batch = case.build(_numpy_copy)
-    with NormalRecorder() as rec:
+    with NormalRecorder(**(case.recorder or {})) as rec:
         out_t = tl(td)
     sum(out_t.get(k).sum() for k in out_t.keys() if k.startswith("loss")).backward()
     draws = rec.draws
@@ -687,7 +689,8 @@ def compare_with_torchrl(case: LossCase, acc: Errors) -> None:
             acc.grad(_subtree(grads, path), p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape)),
                      f"grad {attr}")
             continue
-        flat_t = _torch_flat(getattr(tl, attr), prefix)
+        flat_t = {k: v for k, v in _torch_flat(getattr(tl, attr), prefix).items()
+                  if k.split(".")[-1] not in _STATISTICS}  # normalisation statistics: state, not parameters
         flat_a = flatten_params(_subtree(grads, path))
         if sorted(flat_t) != sorted(flat_a):
             raise AssertionError(f"{attr}: parameters {sorted(flat_a)}, TorchRL's {sorted(flat_t)}")
@@ -701,9 +704,18 @@ def compare_with_torchrl(case: LossCase, acc: Errors) -> None:
             acc.ref(out_a[k] if k in out_a else batch[k], want, f"{k} vs reference")
 
 
+#: running-statistics leaves of batch-normalisation layers (left out of the gradient comparison)
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 class NormalRecorder:
     """Records torch's standard-normal draws made inside the ``with`` block, in call order: ``Normal.rsample``'s
-    ``_standard_normal`` and ``torch.randn_like`` (TD3's target-policy noise)."""
+    ``_standard_normal`` and ``torch.randn_like`` (TD3's target-policy noise); with ``randperm=True`` also
+    ``torch.randperm`` (REDQ's critic subset), with ``sample=True`` ``Normal.sample`` is routed through ``rsample``
+    under ``no_grad`` (the same value ``loc + scale * eps``, so its draw is recorded too)."""
+
+    def __init__(self, *, randperm: bool = False, sample: bool = False) -> None:
+        self._randperm, self._sample = randperm, sample
 
     def __enter__(self) -> "NormalRecorder":
         import torch
@@ -711,6 +723,20 @@ class NormalRecorder:
 
         self._torch, self._mod, self.draws = torch, tdn, []
         self._orig = tdn._standard_normal, torch.randn_like
+        self._orig_perm, self._orig_sample = torch.randperm, tdn.Normal.sample
+        if self._randperm:
+            def perm(*a: Any, **k: Any) -> Any:
+                x = self._orig_perm(*a, **k)
+                self.draws.append(x.numpy().copy())
+                return x
+
+            torch.randperm = perm
+        if self._sample:
+            def sample(dist: Any, sample_shape: Any = torch.Size()) -> Any:
+                with torch.no_grad():
+                    return dist.rsample(sample_shape)
+
+            tdn.Normal.sample = sample
 
         def recording(fn: Callable) -> Callable:
             def record(*a: Any, **k: Any) -> Any:
@@ -725,6 +751,7 @@ class NormalRecorder:
 
     def __exit__(self, *exc: Any) -> None:
         self._mod._standard_normal, self._torch.randn_like = self._orig
+        self._torch.randperm, self._mod.Normal.sample = self._orig_perm, self._orig_sample
 
 
 def _directional_fd(f: Callable, x: Any, g: Any, rng: np.random.Generator, eps: float) -> tuple[float, float]:

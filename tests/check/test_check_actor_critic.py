@@ -13,6 +13,7 @@ pytest.importorskip("torchrl")
 from arrayrl.check import actor_critic as A  # noqa: E402
 from arrayrl.check import losses as L  # noqa: E402
 from arrayrl.check._common import Errors, torch_float64  # noqa: E402
+from arrayrl.tree import tree_map  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
@@ -56,6 +57,12 @@ FIXED = {
     "DDPGLoss": dict(delay_actor=True, delay_value=True),
     "TD3Loss": dict(bounds="spec", delay_actor=True),
     "TD3BCLoss": dict(bounds="unit", num_qvalue_nets=2),
+    "REDQLoss": dict(actor="independent", estimator="td0", num_qvalue_nets=4, sub_sample_len=2, alpha="learned",
+                     delay_qvalue=True),
+    "CrossQLoss": dict(num_qvalue_nets=2, warmup_steps=2, smooth=False, train_critic=True, alpha="learned",
+                       steps=2),
+    "TQCLoss": dict(num_qvalue_nets=2, n_quantiles=4, top_quantiles_to_drop_per_net=1, skip_done_states=True,
+                    alpha="clamp_both", delay_qvalue=True),
 }
 
 
@@ -81,7 +88,7 @@ def test_one_moved_weight_fails(family):
 
 
 @pytest.mark.parametrize("family", ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss",
-                                    "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss"])
+                                    "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss", "REDQLoss"])
 def test_reference_is_used(family):
     if L.oracle.load().module is None:
         pytest.skip("the oracle is absent")
@@ -90,13 +97,15 @@ def test_reference_is_used(family):
     assert acc.ref_abs < 1e-12, acc.result()
 
 
-@pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss"])
+@pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss",
+                                    "REDQLoss", "CrossQLoss", "TQCLoss"])
 def test_altered_draws_fail(family):
     """TorchRL's draws are replayed: scaled draws change the arrayrl numbers (so the draws matter), and a missing
     draw is an error rather than a silent fresh draw."""
     with torch_float64(0):
         case = _case(family)
-        case.fix_draws = (lambda f: lambda d: [1.01 * x for x in (f(d) if f else d)])(case.fix_draws)
+        case.fix_draws = (lambda f: lambda d: [1.01 * x if x.dtype.kind == "f" else x
+                                               for x in (f(d) if f else d)])(case.fix_draws)
         res = _compare(case).result()
         assert not res["passed"], res
         case = _case(family)
@@ -109,6 +118,8 @@ def test_altered_draws_fail(family):
 
 
 @pytest.mark.parametrize("family,attr", [("KLPENPPOLoss", "beta"), ("SACLoss[v2]", "log_alpha"),
+                                         ("REDQLoss", "log_alpha"), ("TQCLoss", "log_alpha"),
+                                         ("CrossQLoss", "log_alpha"),
                                          ("A2CLoss", "advantage_norm_state"), ("MAPPOLoss", "value_norm_state")])
 def test_state_after_the_call_is_compared(family, attr):
     extra = {"A2CLoss": dict(advantage_norm="popart"), "MAPPOLoss": dict(value_norm="popart")}.get(family, {})
@@ -131,3 +142,59 @@ def test_state_after_the_call_is_compared(family, attr):
         case.after = broken
         res = _compare(case).result()
     assert not res["passed"] and res["value_rel"] > 1e-6, res
+
+
+def test_redq_subset_draw_is_replayed():
+    """REDQ's recorded randperm picks the target critics: another permutation gives other numbers."""
+    with torch_float64(0):
+        case = _case("REDQLoss", sub_sample_len=1)
+        fix = case.fix_draws
+        case.fix_draws = lambda d: [x[::-1].copy() if x.dtype.kind == "i" else x for x in fix(d)]
+        res = _compare(case).result()
+    assert not res["passed"] and res["value_rel"] > 1e-6, res
+
+
+@pytest.mark.parametrize("step", [0, 2])
+def test_crossq_state_is_compared_at_every_call(step):
+    """CrossQ's running statistics after each committed call are compared with TorchRL's buffers: moved statistics
+    (after the first call, or at the last of three calls) fail."""
+    with torch_float64(0):
+        case = _case("CrossQLoss", steps=3)
+        calls = [0]
+        orig = type(case.build(L._numpy_copy)[0]).commit_state
+
+        def commit(self):
+            out = orig(self)
+            if calls[0] == step:
+                self.state = tree_map(lambda x: np.asarray(x) + 1e-3 if np.asarray(x).dtype.kind == "f" else x,
+                                      self.state)
+            calls[0] += 1
+            return out
+
+        build = case.build
+
+        def patched(convert):
+            al, batch = build(convert)
+            al.commit_state = commit.__get__(al)
+            return al, batch
+
+        case.build = patched
+        res = _compare(case).result()
+    assert calls[0] == 3
+    assert not res["passed"] and res["value_rel"] > 1e-6, res
+
+
+def test_crossq_eval_statistics_differ():
+    """The critic loss in training vs evaluation statistics gives other numbers (the option is honoured)."""
+    with torch_float64(0):
+        case = _case("CrossQLoss", train_critic=False, steps=1)
+        build = case.build
+
+        def flipped(convert):
+            al, batch = build(convert)
+            al.train_critic = True
+            return al, batch
+
+        case.build = flipped
+        res = _compare(case).result()
+    assert not res["passed"], res
