@@ -8,7 +8,8 @@ issues (the fused :func:`arrayrl.ops.linear` and its VJP, the taped namespace's 
 VJPs, the BLAS row sums of :func:`~arrayrl.autodiff.sum_to_shape`) goes through :func:`blas_call`: a product of
 fewer than :data:`SERIAL_BELOW` multiply-adds per matrix (``m * k * n``) runs with OpenBLAS set to one thread,
 and the caller's thread count is restored right after. Larger products keep the process's setting (they amortise
-the threads' wake-up). The switch costs two ``ctypes`` calls (~0.6 us) and is skipped when OpenBLAS already runs
+the threads' wake-up). On a machine with at most 2 usable cores every product runs serially
+(:func:`default_serial_below`). The switch costs two ``ctypes`` calls (~0.6 us) and is skipped when OpenBLAS already runs
 one thread. Users' own NumPy calls are never affected.
 
 * :func:`set_blas_policy` ``("off")`` (or the environment variable ``ARRAYRL_BLAS_POLICY=off`` at import)
@@ -179,13 +180,32 @@ def blas_threads(n: int) -> Iterator[bool]:
 
 # ----------------------------------------------------------------------------------------------- BLAS thread policy
 
-#: default threshold of the ``"auto"`` policy: products of fewer multiply-adds per matrix run single-threaded
+#: threshold of the ``"auto"`` policy on machines with more than 2 usable cores: products of fewer multiply-adds per
+#: matrix run single-threaded
 SERIAL_BELOW = 2**24 + 1
+#: the threshold that makes every product serial
+ALWAYS_SERIAL = 2**62
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_serial_below() -> int:
+    """The default threshold of ``"auto"``: :data:`SERIAL_BELOW` with more than 2 usable cores, else
+    :data:`ALWAYS_SERIAL`. On 2 cores a second BLAS thread saves at most half a product and only on an idle machine;
+    under load it costs 3-15x (8192x64 @ 64x64: 1.0 ms on one thread, 16 ms on two at load 5-8), which made a
+    ClipPPO update on a [64, 128] rollout 12x slower (668 vs 54 ms) and SAC at batch 4096 (256x256) 3x slower."""
+    return SERIAL_BELOW if _usable_cores() > 2 else ALWAYS_SERIAL
+
 
 _POLICY_ENV = "ARRAYRL_BLAS_POLICY"
 _policy = "auto"
-_auto_threshold = SERIAL_BELOW  # the threshold of "auto" (kept while the policy is "off")
-_serial_below = SERIAL_BELOW  # the threshold in effect: 0 when the policy is "off" (one comparison on the hot path)
+_auto_threshold = default_serial_below()  # the threshold of "auto" (kept while the policy is "off")
+_serial_below = _auto_threshold  # the threshold in effect: 0 when the policy is "off" (one comparison on the hot path)
 
 
 def set_blas_policy(policy: str = "auto", *, serial_below: int | None = None) -> str:
@@ -194,7 +214,8 @@ def set_blas_policy(policy: str = "auto", *, serial_below: int | None = None) ->
     Args:
         policy: ``"auto"`` (default): a product of fewer than ``serial_below`` multiply-adds per matrix runs with
             one thread, the caller's count is restored after it; ``"off"``: never touch OpenBLAS.
-        serial_below: the threshold of ``"auto"`` (default :data:`SERIAL_BELOW`); ``None`` keeps the current one.
+        serial_below: the threshold of ``"auto"`` (default :func:`default_serial_below`: every product on machines
+            with at most 2 usable cores, :data:`SERIAL_BELOW` multiply-adds above); ``None`` keeps the current one.
 
     Raises:
         ValueError: an unknown ``policy`` or a negative ``serial_below``.

@@ -166,3 +166,12 @@ def test_policy_arguments_are_checked(monkeypatch):
     finally:
         set_blas_policy(*old[:1], serial_below=old[1])
     assert blas_policy() == old
+
+
+def test_default_threshold_is_all_serial_on_two_cores(monkeypatch):
+    """On <= 2 usable cores a second BLAS thread only pays on an idle machine and costs 3-15x under load: the default
+    "auto" threshold makes every product serial there; above, the size threshold applies."""
+    monkeypatch.setattr(tuning, "_usable_cores", lambda: 2)
+    assert tuning.default_serial_below() == tuning.ALWAYS_SERIAL
+    monkeypatch.setattr(tuning, "_usable_cores", lambda: 16)
+    assert tuning.default_serial_below() == tuning.SERIAL_BELOW
