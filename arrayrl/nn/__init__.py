@@ -25,6 +25,7 @@ from .layers import MLP, ACTIVATIONS, Ensemble, Linear, NormalParamExtractor, ge
 from .module import Module, ParamSlot
 from .multiagent import QMixer, VDNMixer
 from .norm import BatchNorm1d, BatchRenorm1d, NormMLP, StatefulValueOperator
+from .recurrent import DreamerV3BlockGRU, DreamerV3BlockGRUCell, GRUCell, RMSNorm
 from . import params as _params
 from .params import (
     cast_params,
@@ -51,6 +52,10 @@ __all__ = [
     "BatchRenorm1d",
     "NormMLP",
     "StatefulValueOperator",
+    "GRUCell",
+    "RMSNorm",
+    "DreamerV3BlockGRUCell",
+    "DreamerV3BlockGRU",
     "QMixer",
     "VDNMixer",
     "Linear",

@@ -5,11 +5,20 @@ networks, their pure functional cores (:mod:`arrayrl.objectives.functional`) and
 (:mod:`arrayrl.objectives.utils`).
 """
 
-from . import actor_critic, functional, policy_gradient, value_norm
+from . import actor_critic, dreamer_utils, functional, policy_gradient, value_norm
 from .a2c import A2CLoss
 from .common import LossModule
 from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
+from .dreamer_utils import (
+    categorical_kl_balanced,
+    categorical_kl_terms,
+    symexp,
+    symlog,
+    two_hot_cross_entropy,
+    two_hot_decode,
+    two_hot_encode,
+)
 from .iql import DiscreteIQLLoss, IQLLoss
 from .multiagent import IPPOLoss, MAPPOLoss, QMixerLoss
 from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
@@ -84,6 +93,14 @@ __all__ = [
     "policy_gradient",
     "value_norm",
     "actor_critic",
+    "dreamer_utils",
+    "symlog",
+    "symexp",
+    "two_hot_encode",
+    "two_hot_decode",
+    "two_hot_cross_entropy",
+    "categorical_kl_balanced",
+    "categorical_kl_terms",
     "ValueEstimators",
     "default_value_kwargs",
 ]
