@@ -1,0 +1,256 @@
+"""Cases of ``benchmarks/losses.py``: one arrayrl loss and its TorchRL twin per case, same shapes, float32, library
+defaults (arrayrl's default BLAS policy, torch's default threads). ``build(side, name)`` returns a zero-argument
+step: arrayrl ``loss.value_and_grad(batch)``; TorchRL ``loss(td)``, sum of the ``loss_*`` terms, ``backward()``.
+
+Networks (both sides the same layouts, independently initialised):
+
+* DQN / QMixer / IQL: MLPs 64x64 ReLU, obs 8, 4 actions (QMixer: 4 agents, state 16, embed 32), IQL action 2;
+* ClipPPO / A2C: actor MLP 64x64 tanh -> NormalParamExtractor -> IndependentNormal (one ``-tanhn`` row:
+  TanhNormal, Monte-Carlo entropy), critic MLP 64x64 tanh, obs 8, action 2. Flat ``[B]`` minibatch with the
+  advantage and value target precomputed; or a ``[64 envs, 128 steps]`` rollout with GAE (gamma 0.99, lambda 0.95,
+  both libraries' default) computed inside the loss (the TorchRL step hands the loss a shallow copy without the
+  keys its estimator writes, so every call recomputes GAE);
+* SAC v2 (2 critics), TD3 (2 critics), REDQ (10 critics, 2 sub-sampled): MLPs ``h x h`` ReLU (``h`` = 256 as
+  CleanRL's SAC/TD3, or 64), obs 8, action 2; SAC/REDQ: TanhNormal actor, target entropy -2; TD3: deterministic
+  ReLU actor with a tanh output, bounds [-1, 1]. TD(0) targets, gamma 0.99.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+OBS, N_ACT, N_AGENTS, STATE, EMBED, ACT_DIM = 8, 4, 4, 16, 32, 2
+ENVS, STEPS = 64, 128
+
+
+def _has_module(rel: str) -> bool:
+    """Whether ``arrayrl/<rel>`` exists, without importing arrayrl (the TorchRL worker must not depend on it)."""
+    spec = importlib.util.find_spec("arrayrl")  # top level only: executes nothing
+    return bool(spec and spec.submodule_search_locations) and any(
+        os.path.exists(os.path.join(d, rel)) for d in spec.submodule_search_locations)
+
+
+HAS_REDQ = _has_module(os.path.join("objectives", "redq.py"))
+
+
+def _cases() -> dict:
+    """name -> spec: loss, batch (int or (envs, steps)), hidden, dist, issue target (TorchRL / arrayrl)."""
+    c: dict = {}
+    for loss, t256, t4096 in (("dqn", 5.0, 1.3), ("qmixer", 4.0, 1.3), ("iql", 4.0, 1.3)):
+        c[f"{loss}-256"] = dict(loss=loss, batch=256, hidden=64, target=t256)
+        c[f"{loss}-4096"] = dict(loss=loss, batch=4096, hidden=64, target=t4096)
+    for loss in ("ppo", "a2c"):
+        c[f"{loss}-256"] = dict(loss=loss, batch=256, hidden=64, dist="normal", target=3.0)
+        c[f"{loss}-4096"] = dict(loss=loss, batch=4096, hidden=64, dist="normal", target=1.0)
+        c[f"{loss}-gae"] = dict(loss=loss, batch=(ENVS, STEPS), hidden=64, dist="normal", target=3.0)
+    c["ppo-256-tanhn"] = dict(loss="ppo", batch=256, hidden=64, dist="tanh", target=3.0)
+    for loss in ("sac", "td3") + (("redq",) if HAS_REDQ else ()):
+        for h in (256, 64):
+            c[f"{loss}-256-h{h}"] = dict(loss=loss, batch=256, hidden=h, target=3.0)
+            c[f"{loss}-4096-h{h}"] = dict(loss=loss, batch=4096, hidden=h, target=1.0)
+    for name, spec in c.items():
+        spec["name"] = name
+    return c
+
+
+CASES = _cases()
+
+
+def describe(spec: dict) -> str:
+    b = spec["batch"]
+    shape = f"[{b[0]}x{b[1]}] GAE inside" if isinstance(b, tuple) else str(b)
+    extra = {"tanh": ", TanhNormal"}.get(spec.get("dist"), "")
+    h = spec["hidden"]
+    return f"{shape}, {h}x{h}{extra}"
+
+
+# ------------------------------------------------------------------------------------------------ data
+def data(spec: dict, seed: int = 0) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    f = np.float32
+    loss, b = spec["loss"], spec["batch"]
+    bs = b if isinstance(b, tuple) else (b,)
+    n = lambda *s: rng.normal(size=bs + s).astype(f)  # noqa: E731
+    term = rng.uniform(size=bs + (1,)) < (0.01 if loss in ("ppo", "a2c") else 0.1)
+    if loss == "dqn":
+        return {"observation": n(OBS), "action": rng.integers(0, N_ACT, bs),
+                "next": {"observation": n(OBS), "reward": n(1), "done": term, "terminated": term}}
+    if loss == "qmixer":
+        return {"agents": {"observation": n(N_AGENTS, OBS), "action": rng.integers(0, N_ACT, bs + (N_AGENTS,))},
+                "state": n(STATE),
+                "next": {"agents": {"observation": n(N_AGENTS, OBS)}, "state": n(STATE), "reward": n(1),
+                         "done": term, "terminated": term}}
+    if loss in ("ppo", "a2c"):
+        lo = 0.9 if spec.get("dist") == "tanh" else 2.0
+        action = rng.uniform(-lo, lo, size=bs + (ACT_DIM,)).astype(f)
+        out = {"observation": n(OBS), "action": action,
+               "action_log_prob": (-0.5 * action ** 2 - 0.919).sum(-1).astype(f)}
+        if isinstance(b, tuple):  # rollout: the estimator runs inside the loss
+            done = term.copy()
+            done[:, -1] = True  # truncated at the end of the rollout
+            out["next"] = {"observation": n(OBS), "reward": n(1), "done": done, "terminated": term}
+        else:
+            out["advantage"], out["value_target"] = n(1), n(1)
+        return out
+    # sac / td3 / redq / iql: a continuous transition
+    return {"observation": n(OBS), "action": rng.uniform(-0.9, 0.9, size=bs + (ACT_DIM,)).astype(f),
+            "next": {"observation": n(OBS), "reward": n(1), "done": term, "terminated": term}}
+
+
+# ------------------------------------------------------------------------------------------------ arrayrl side
+def arrayrl_step(spec: dict):
+    import numpy as np
+
+    import arrayrl.objectives as O
+    from arrayrl.distributions import IndependentNormal, TanhNormal
+    from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, QValueActor, ValueOperator
+    from arrayrl.nn.multiagent import QMixer
+
+    loss_name, h = spec["loss"], spec["hidden"]
+    act = "tanh" if loss_name in ("ppo", "a2c") else "relu"
+    kw = dict(num_cells=[h, h], activation_class=act, dtype=np.float32)
+
+    def gaussian_actor(dist):
+        net, ext = MLP(in_features=OBS, out_features=2 * ACT_DIM, **kw), NormalParamExtractor()
+        module = KeyedModule(lambda p, o: ext.apply({}, net.apply(p, o)), params=net.params, in_keys=["observation"],
+                             out_keys=["loc", "scale"])
+        return ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=dist)
+
+    def q_net():
+        return ValueOperator(MLP(in_features=OBS + ACT_DIM, out_features=1, **kw), in_keys=["observation", "action"])
+
+    if loss_name == "dqn":
+        loss = O.DQNLoss(QValueActor(MLP(in_features=OBS, out_features=N_ACT, **kw), action_space="categorical"),
+                         action_space="categorical")
+    elif loss_name == "qmixer":
+        local = QValueActor(
+            KeyedModule(MLP(in_features=OBS, out_features=N_ACT, **kw), in_keys=[("agents", "observation")],
+                        out_keys=[("agents", "action_value")]),
+            action_space="categorical", action_value_key=("agents", "action_value"), action_key=("agents", "action"),
+            chosen_action_value_key=("agents", "chosen_action_value"))
+        mixer = KeyedModule(QMixer((STATE,), EMBED, N_AGENTS, dtype=np.float32),
+                            in_keys=[("agents", "chosen_action_value"), "state"], out_keys=["chosen_action_value"])
+        loss = O.QMixerLoss(local, mixer, action_space="categorical")
+    elif loss_name == "iql":
+        v = ValueOperator(MLP(in_features=OBS, out_features=1, **kw), in_keys=["observation"])
+        loss = O.IQLLoss(gaussian_actor(TanhNormal), q_net(), v)
+    elif loss_name in ("ppo", "a2c"):
+        actor = gaussian_actor(TanhNormal if spec.get("dist") == "tanh" else IndependentNormal)
+        critic = ValueOperator(MLP(in_features=OBS, out_features=1, **kw), in_keys=["observation"])
+        loss = (O.ClipPPOLoss if loss_name == "ppo" else O.A2CLoss)(actor, critic)
+    elif loss_name == "sac":
+        loss = O.SACLoss(gaussian_actor(TanhNormal), q_net(), target_entropy=-float(ACT_DIM))
+    elif loss_name == "td3":
+        from arrayrl._backend import namespace_of
+
+        mlp = MLP(in_features=OBS, out_features=ACT_DIM, **kw)
+        def mu(p, o):
+            y = mlp.apply(p, o)
+            return namespace_of(y).tanh(y)
+
+        actor = KeyedModule(mu, params=mlp.params, in_keys=["observation"], out_keys=["action"])
+        from arrayrl.objectives.td3 import TD3Loss
+
+        loss = TD3Loss(actor, q_net(), bounds=(-1.0, 1.0))
+    elif loss_name == "redq":
+        from arrayrl.objectives.redq import REDQLoss
+
+        loss = REDQLoss(gaussian_actor(TanhNormal), q_net(), num_qvalue_nets=10, target_entropy=-float(ACT_DIM))
+    else:
+        raise ValueError(loss_name)
+    if loss_name not in ("ppo", "a2c"):
+        loss.make_value_estimator(gamma=0.99)
+    batch = data(spec)
+
+    def step():
+        out, grads = loss.value_and_grad(batch)
+        return out
+
+    return step
+
+
+# ------------------------------------------------------------------------------------------------ TorchRL side
+def torchrl_step(spec: dict):
+    import torch
+    from tensordict import TensorDict
+    from tensordict.nn import NormalParamExtractor, TensorDictModule
+
+    import torchrl.objectives as TO
+    from torchrl.modules import (MLP, IndependentNormal, ProbabilisticActor, QValueActor, QValueModule,
+                                 SafeSequential, TanhNormal, ValueOperator)
+
+    loss_name, h = spec["loss"], spec["hidden"]
+    act = torch.nn.Tanh if loss_name in ("ppo", "a2c") else torch.nn.ReLU
+    kw = dict(num_cells=[h, h], activation_class=act)
+
+    def gaussian_actor(dist):
+        return ProbabilisticActor(
+            TensorDictModule(torch.nn.Sequential(MLP(in_features=OBS, out_features=2 * ACT_DIM, **kw),
+                                                 NormalParamExtractor()), ["observation"], ["loc", "scale"]),
+            in_keys=["loc", "scale"], distribution_class=dist)
+
+    def q_net():
+        return ValueOperator(MLP(in_features=OBS + ACT_DIM, out_features=1, **kw), in_keys=["observation", "action"])
+
+    drop: tuple = ()
+    if loss_name == "dqn":
+        loss = TO.DQNLoss(QValueActor(MLP(in_features=OBS, out_features=N_ACT, **kw), in_keys=["observation"],
+                                      action_space="categorical"), action_space="categorical")
+    elif loss_name == "qmixer":
+        from torchrl.modules.models.multiagent import QMixer
+        from torchrl.objectives.multiagent import QMixerLoss
+
+        module = TensorDictModule(MLP(in_features=OBS, out_features=N_ACT, **kw), in_keys=[("agents", "observation")],
+                                  out_keys=[("agents", "action_value")])
+        vm = QValueModule(action_value_key=("agents", "action_value"), action_space="categorical",
+                          out_keys=[("agents", "action"), ("agents", "action_value"), ("agents", "chosen_action_value")])
+        mixer = TensorDictModule(QMixer(state_shape=(STATE,), mixing_embed_dim=EMBED, n_agents=N_AGENTS, device="cpu"),
+                                 in_keys=[("agents", "chosen_action_value"), "state"], out_keys=["chosen_action_value"])
+        loss = QMixerLoss(SafeSequential(module, vm), mixer, action_space="categorical")
+    elif loss_name == "iql":
+        v = ValueOperator(MLP(in_features=OBS, out_features=1, **kw), in_keys=["observation"])
+        loss = TO.IQLLoss(gaussian_actor(TanhNormal), q_net(), v)
+    elif loss_name in ("ppo", "a2c"):
+        actor = gaussian_actor(TanhNormal if spec.get("dist") == "tanh" else IndependentNormal)
+        critic = ValueOperator(MLP(in_features=OBS, out_features=1, **kw), in_keys=["observation"])
+        loss = (TO.ClipPPOLoss if loss_name == "ppo" else TO.A2CLoss)(actor, critic)
+        if isinstance(spec["batch"], tuple):  # keys the estimator writes into the caller's td
+            drop = ("advantage", "value_target", "state_value", ("next", "state_value"))
+    elif loss_name == "sac":
+        loss = TO.SACLoss(gaussian_actor(TanhNormal), q_net(), target_entropy=-float(ACT_DIM))
+    elif loss_name == "td3":
+        actor = TensorDictModule(torch.nn.Sequential(MLP(in_features=OBS, out_features=ACT_DIM, **kw),
+                                                     torch.nn.Tanh()), ["observation"], ["action"])
+        loss = TO.TD3Loss(actor, q_net(), bounds=(-1.0, 1.0))
+    elif loss_name == "redq":
+        loss = TO.REDQLoss(gaussian_actor(TanhNormal), q_net(), num_qvalue_nets=10, target_entropy=-float(ACT_DIM))
+    else:
+        raise ValueError(loss_name)
+    if loss_name not in ("ppo", "a2c"):
+        loss.make_value_estimator(gamma=0.99)
+    b = spec["batch"]
+    bs = list(b) if isinstance(b, tuple) else [b]
+
+    def conv(d):
+        return {k: conv(v) if isinstance(v, dict) else torch.as_tensor(v) for k, v in d.items()}
+
+    td = TensorDict(conv(data(spec)), bs)
+    params = [p for p in loss.parameters() if p.requires_grad]
+
+    def step():
+        for p in params:
+            p.grad = None
+        out = loss(td.exclude(*drop) if drop else td)
+        total = sum(v.sum() for k, v in out.items() if k.startswith("loss"))
+        total.backward()
+        return out
+
+    return step
+
+
+def build(side: str, name: str):
+    spec = CASES[name]
+    return (arrayrl_step if side == "arrayrl" else torchrl_step)(spec)
