@@ -14,7 +14,9 @@ __all__ = ["RECIPES", "get_recipe"]
 
 RECIPES: dict[str, str] = {
     "dqn-cartpole": "arrayrl.recipes.dqn_cartpole",
-    # "ppo-cartpole", "sac-pendulum", "td3-pendulum": when those losses exist
+    "ppo-cartpole": "arrayrl.recipes.ppo_cartpole",
+    "sac-pendulum": "arrayrl.recipes.sac_pendulum",
+    "td3-pendulum": "arrayrl.recipes.td3_pendulum",
 }
 
 
