@@ -25,8 +25,10 @@ from .ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss
 from .bc import BCLoss
 from .cql import CQLLoss, DiscreteCQLLoss
 from .crossq import CrossQLoss
+from .decision_transformer import DTLoss, OnlineDTLoss
 from .redq import REDQLoss
 from .reinforce import ReinforceLoss
+from .rnd import RNDLoss, RunningMeanStd
 from .sac import DiscreteSACLoss, SACLoss
 from .td3 import TD3BCLoss, TD3Loss
 from .tqc import TQCLoss
@@ -74,6 +76,10 @@ __all__ = [
     "CQLLoss",
     "DiscreteCQLLoss",
     "BCLoss",
+    "DTLoss",
+    "OnlineDTLoss",
+    "RNDLoss",
+    "RunningMeanStd",
     "MAPPOLoss",
     "IPPOLoss",
     "KLAdaptiveLR",
