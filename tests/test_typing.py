@@ -24,9 +24,7 @@ KNOWN_ERRORS = frozenset({
     "arrayrl/autodiff/api.py",
     "arrayrl/autodiff/check.py",
     "arrayrl/autodiff/core.py",
-    "arrayrl/nn/keyed.py",
     "arrayrl/objectives/ppo.py",
-    "arrayrl/value/estimators.py",
 })
 
 _ERROR = re.compile(r"^(?P<path>[^:\s]+\.pyi?):\d+(?::\d+)?: error: ", re.M)

@@ -21,7 +21,7 @@ explicitly instead of through a global context). Modules that do not sample igno
 from __future__ import annotations
 
 from collections.abc import Mapping  # (not typing.Mapping: isinstance against it is 3x slower)
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from .._backend import namespace_of
 from .._checks import check_floating
@@ -131,12 +131,13 @@ class KeyedModule(KeyedModuleBase):
     def params(self) -> Any:
         """The parameter tree: ``fn.params`` (read live) when wrapping a Module without explicit ``params``, else
         the tree this keyed module owns. Assigning writes through to the same place."""
-        return self.fn.params if self._delegate else self._own_params
+        # (_delegate is only set when fn is a Module)
+        return cast(Module, self.fn).params if self._delegate else self._own_params
 
     @params.setter
     def params(self, value: Any) -> None:
         if self._delegate:
-            self.fn.params = value
+            cast(Module, self.fn).params = value
         else:
             self._own_params = value
 
@@ -214,9 +215,10 @@ class Sequential(KeyedModuleBase):
             raise KeyError(f"params: expected a dict with keys {[str(j) for j in range(len(self.modules))]}, missing {str(i)!r}") from None
 
     def apply(self, params: Any, batch: Mapping, *, generator: Any = None, interaction_type: str | None = None) -> dict:
-        out = batch
-        for i, m in enumerate(self.modules):
-            out = m.apply(self._module_params(params, i), out, generator=generator, interaction_type=interaction_type)
+        # (__init__ requires at least one module, so ``out`` is always a module's output dict)
+        out = self.modules[0].apply(self._module_params(params, 0), batch, generator=generator, interaction_type=interaction_type)
+        for i in range(1, len(self.modules)):
+            out = self.modules[i].apply(self._module_params(params, i), out, generator=generator, interaction_type=interaction_type)
         return out
 
     def __getitem__(self, i: int) -> KeyedModuleBase:
@@ -425,7 +427,7 @@ class ProbabilisticActor(Sequential):
 
     @property
     def probabilistic_module(self) -> ProbabilisticModule:
-        return self.modules[-1]
+        return cast(ProbabilisticModule, self.modules[-1])  # (built by __init__ as the last module)
 
     @property
     def log_prob_key(self) -> tuple:
@@ -546,9 +548,15 @@ class QValueModule(_ParameterFree, KeyedModuleBase):
         return name[1]
 
     def _blocks(self, n: int) -> list[tuple[int, int]]:
-        sizes = [self.var_nums] * (n // self.var_nums) if isinstance(self.var_nums, int) else list(self.var_nums)
-        if isinstance(self.var_nums, int) and n % self.var_nums:
-            sizes.append(n % self.var_nums)
+        var_nums = self.var_nums
+        if isinstance(var_nums, int):
+            sizes = [var_nums] * (n // var_nums)
+            if n % var_nums:
+                sizes.append(n % var_nums)
+        else:
+            # (only called for 'mult_one_hot', for which __init__ requires var_nums)
+            assert var_nums is not None, "var_nums: must be provided for the 'mult_one_hot' action space"
+            sizes = list(var_nums)
         if sum(sizes) != n:
             raise ValueError(f"var_nums: block sizes {sizes} do not add up to the {n} action values")
         out, start = [], 0

@@ -65,6 +65,7 @@ def _float(value: Any, name: str, low: float | None = None, *, allow_none: bool 
 class _BatchNormBase(_Layer):
     """Shared parameter/state handling of the batch-normalisation layers."""
 
+    num_features: int  # set by each subclass's __init__
     affine: bool = True
     track_running_stats: bool = True
 
@@ -105,10 +106,14 @@ class _BatchNormBase(_Layer):
         """``(lead, reduce axes, broadcast shape, batch count)`` after checking shapes."""
         check_floating(x, "input")
         ref = state.get("running_mean") if state else (params.get("weight") if params else None)
-        lead = 0 if ref is None else ref.ndim - 1
-        if lead not in (0, 1):
-            raise ValueError(f"state['running_mean']: expected shape (C,) or (N, C) (an ensemble), got {tuple(ref.shape)}")
-        lead_shape = tuple(ref.shape[:lead]) if ref is not None else ()
+        if ref is None:
+            lead, lead_shape = 0, ()
+        else:
+            lead = ref.ndim - 1
+            if lead not in (0, 1):
+                raise ValueError(f"state['running_mean']: expected shape (C,) or (N, C) (an ensemble), got "
+                                 f"{tuple(ref.shape)}")
+            lead_shape = tuple(ref.shape[:lead])
         c = self.num_features
         if x.ndim not in (lead + 2, lead + 3):
             want = "[N, B, C] or [N, B, C, L]" if lead else "[B, C] or [B, C, L]"

@@ -200,7 +200,7 @@ class GRUCell(_Layer):
             raise TypeError(f"bias: expected a bool, got {type(bias).__name__}")
         self.bias = bias
         h, i = self.hidden_size, self.input_size
-        self._spec = {"weight_ih": (3 * h, i), "weight_hh": (3 * h, h)}
+        self._spec: dict[str, tuple[int, ...]] = {"weight_ih": (3 * h, i), "weight_hh": (3 * h, h)}
         if bias:
             self._spec.update({"bias_ih": (3 * h,), "bias_hh": (3 * h,)})
         self._build_params(generator, xp, dtype, device)
@@ -248,10 +248,11 @@ class RMSNorm(_Layer):
     def __init__(self, normalized_shape: int | Sequence[int], eps: float | None = None,
                  elementwise_affine: bool = True, *, generator: Any = None, xp: Any = None, dtype: Any = None,
                  device: Any = None):
-        try:
-            shape = (_index(normalized_shape, "normalized_shape", minimum=1),)
-        except TypeError:
+        shape: tuple[int, ...]
+        if isinstance(normalized_shape, Sequence):
             shape = tuple(_index(s, f"normalized_shape[{i}]", minimum=1) for i, s in enumerate(normalized_shape))
+        else:
+            shape = (_index(normalized_shape, "normalized_shape", minimum=1),)
         if not shape:
             raise ValueError("normalized_shape: expected at least one dimension")
         self.normalized_shape = shape

@@ -74,7 +74,7 @@ from .actor_critic import (
 )
 from .common import LossModule
 from .dqn import _GAMMA_ERROR, _check_common, _steps_key, _trailing
-from .sac import DiscreteSACLoss, SACLoss, _sg_tree
+from .sac import SoftActorCriticBase, _sg_tree
 from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
 
 __all__ = ["CQLLoss", "DiscreteCQLLoss", "cql_conservative_gap", "discrete_cql_gap", "repeat_interleave"]
@@ -147,7 +147,7 @@ def discrete_cql_gap(action_value: Any, action: Any, action_space: str = "one_ho
 
 
 # ------------------------------------------------------------------------------------------------ CQLLoss
-class CQLLoss(ActorCriticLoss):
+class CQLLoss(SoftActorCriticBase):
     """The continuous CQL loss (TorchRL ``CQLLoss``); formulas in the module docstring.
 
     Args:
@@ -183,7 +183,7 @@ class CQLLoss(ActorCriticLoss):
         done: Any = "done"
         terminated: Any = "terminated"
 
-    default_keys = _AcceptedKeys  # type: ignore[assignment]
+    default_keys = _AcceptedKeys
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_actor_bc", "loss_qvalue", "loss_cql", "loss_alpha", "alpha", "entropy")
@@ -191,12 +191,6 @@ class CQLLoss(ActorCriticLoss):
     use_prioritized_weights = False  # CQL has no priority_weight key (TorchRL)
 
     # SAC's target entropy ("auto" from the action spec), data-action check, critic call, bootstrap and in_keys
-    target_entropy = SACLoss.target_entropy
-    _resolve_target_entropy = SACLoss._resolve_target_entropy
-    _check_data_action = SACLoss._check_data_action
-    _q = SACLoss._q
-    _target_value = SACLoss._target_value
-    _in_keys = DiscreteSACLoss._in_keys
 
     def __init__(
         self,

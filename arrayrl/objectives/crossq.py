@@ -53,7 +53,7 @@ from .actor_critic import (
     soft_actor_loss,
 )
 from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .sac import SACLoss, _sg_tree, _squeeze_last
+from .sac import SoftActorCriticBase, _sg_tree, _squeeze_last
 from .utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["CrossQLoss"]
@@ -64,7 +64,7 @@ def _member(tree: Any, i: int) -> Any:
     return tree_unflatten(treedef, [x[i, ...] for x in leaves])
 
 
-class CrossQLoss(ActorCriticLoss):
+class CrossQLoss(SoftActorCriticBase):
     """The CrossQ loss; formulas and the state protocol in the module docstring.
 
     Args:
@@ -92,14 +92,11 @@ class CrossQLoss(ActorCriticLoss):
         terminated: Any = "terminated"
         log_prob: Any = "_log_prob"
 
-    default_keys = _AcceptedKeys  # type: ignore[assignment]
+    default_keys = _AcceptedKeys
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy", "log_prob", "td_error")
 
-    target_entropy = SACLoss.target_entropy
-    _resolve_target_entropy = SACLoss._resolve_target_entropy
-    _check_data_action = SACLoss._check_data_action
 
     def __init__(self, actor_network: Any, qvalue_network: Any, *, num_qvalue_nets: int = 2,
                  loss_function: str = "smooth_l1", alpha_init: float = 1.0, min_alpha: float | None = None,

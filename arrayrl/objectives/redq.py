@@ -51,7 +51,7 @@ from .actor_critic import (
     soft_state_value,
 )
 from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .sac import SACLoss, _sg_tree, _squeeze_last
+from .sac import SoftActorCriticBase, _sg_tree, _squeeze_last
 from .utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["REDQLoss", "redq_temperature_loss"]
@@ -93,7 +93,7 @@ def _take_members(tree: Any, idx: Any) -> Any:
     return tree_map(_take, tree)
 
 
-class REDQLoss(ActorCriticLoss):
+class REDQLoss(SoftActorCriticBase):
     """The REDQ loss; formulas in the module docstring.
 
     Args:
@@ -121,7 +121,7 @@ class REDQLoss(ActorCriticLoss):
         done: Any = "done"
         terminated: Any = "terminated"
 
-    default_keys = _AcceptedKeys  # type: ignore[assignment]
+    default_keys = _AcceptedKeys
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy", "state_action_value_actor",
@@ -129,9 +129,6 @@ class REDQLoss(ActorCriticLoss):
     delay_actor = False
 
     # the target entropy ("auto" from the action spec) and the data-action check are SAC's
-    target_entropy = SACLoss.target_entropy
-    _resolve_target_entropy = SACLoss._resolve_target_entropy
-    _check_data_action = SACLoss._check_data_action
 
     def __init__(
         self,

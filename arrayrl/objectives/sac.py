@@ -121,7 +121,78 @@ def _spec_leaf(spec: Any, key: Any) -> tuple:
     return spec, ()
 
 
-class SACLoss(ActorCriticLoss):
+def _actor_critic_in_keys(loss: Any) -> list:
+    """The entries an actor + critic loss reads: action, the transition, the actor's inputs at s and s', the
+    critic's inputs."""
+    tk = loss.tensor_keys
+    nets = loss._networks
+    actor_in = list(nets["actor_network"].in_keys)
+    return [tk.action, ("next", tk.reward), ("next", tk.done), ("next", tk.terminated), *actor_in,
+            *[("next",) + _data.unravel_key(k) for k in actor_in], *nets["qvalue_network"].in_keys]
+
+
+class SoftActorCriticBase(ActorCriticLoss):
+    """What SAC, REDQ, CrossQ, TQC and CQL share on top of :class:`ActorCriticLoss`: the target entropy
+    (``"auto"`` from the action spec), the data-action check, the critic call ``Q_i(s, a)`` and the bootstrapped
+    target, and the entries they read. Written once here; each loss adds its own terms."""
+
+    _target_entropy_from_event: float | None = None  # "auto" without a spec: -|event| of the policy, at the 1st call
+
+    # ---------------------------------------------------------------------------------------- target entropy
+    @property
+    def target_entropy(self) -> float | None:
+        """``H_target``: the number given, or ``"auto"`` resolved from ``action_spec`` (else the actor's ``spec``)
+        by :func:`~arrayrl.objectives.actor_critic.auto_target_entropy`; without a spec, from the policy's event
+        shape at the first call (not in ``torchrl_compat`` mode, where TorchRL raises)."""
+        te = self._target_entropy_arg
+        if te is None or te != "auto":
+            return None if te is None else float(te)
+        spec = self._action_spec if self._action_spec is not None else getattr(self._networks["actor_network"],
+                                                                               "spec", None)
+        if spec is None:
+            if self._target_entropy_from_event is not None and not self.torchrl_compat:
+                return self._target_entropy_from_event
+            raise RuntimeError(
+                "Cannot infer the dimensionality of the action. Consider providing the target entropy explicitly "
+                "or provide the spec of the action tensor in the actor network (action_spec=...)."
+            )
+        leaf, container = _spec_leaf(spec, self.tensor_keys.action)
+        return auto_target_entropy(leaf, container_shape=container, torchrl_compat=self.torchrl_compat)
+
+    def _resolve_target_entropy(self, dist: Any) -> None:
+        if self._target_entropy_from_event is None:
+            self._target_entropy_from_event = -float(_numel(tuple(getattr(dist, "event_shape", ()))))
+
+    # ---------------------------------------------------------------------------------------- keys
+    def _in_keys(self) -> list:
+        return _actor_critic_in_keys(self)
+
+    # ---------------------------------------------------------------------------------------- pieces
+    def _q(self, q_params: Any, batch: Mapping, action: Any = None) -> Any:
+        """``Q_i(s, a)`` ``[N, *B]``."""
+        q = self._critics(q_params, batch, action)
+        return _squeeze_last(q, _data.key_str(self.tensor_keys.state_action_value))
+
+    def _check_data_action(self, batch: Mapping, dist: Any) -> None:
+        key = self.tensor_keys.action
+        action = _data.get(batch, key, what="action")
+        name = _data.key_str(key)
+        check_floating(action, name)
+        want = tuple(dist.batch_shape) + tuple(dist.event_shape)
+        if tuple(action.shape) != want:
+            raise ValueError(f"{name}: expected shape {want} (the policy's batch + event shape), got "
+                             f"{tuple(action.shape)}")
+
+    def _target_value(self, batch: Mapping, next_value: Any, batch_shape: tuple) -> Any:
+        """``y = bootstrap(V(s'))`` ``[*B]`` after checking the transition entries against ``[*B]``."""
+        tk = self.tensor_keys
+        check_transition(batch, tk, batch_shape, steps_key=_steps_key(self.value_estimator),
+                         weight_key=tk.priority_weight if self.use_prioritized_weights in (True, "auto") else None)
+        check_next_value(next_value, batch_shape, self._networks["actor_network"].in_keys, "next state value")
+        return bootstrap_target(self.value_estimator, batch, next_value)
+
+
+class SACLoss(SoftActorCriticBase):
     """The SAC loss, v1 (with ``value_network``) or v2 (without); formulas in the module docstring.
 
     Args:
@@ -160,7 +231,7 @@ class SACLoss(ActorCriticLoss):
         terminated: Any = "terminated"
         priority_weight: Any = "priority_weight"
 
-    default_keys = _AcceptedKeys  # type: ignore[assignment]
+    default_keys = _AcceptedKeys
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
@@ -228,31 +299,6 @@ class SACLoss(ActorCriticLoss):
         if lp_key is not None and sample_key is not None:
             self.set_keys(log_prob=lp_key, action=sample_key)
 
-    # ---------------------------------------------------------------------------------------- target entropy
-    @property
-    def target_entropy(self) -> float | None:
-        """``H_target``: the number given, or ``"auto"`` resolved from ``action_spec`` (else the actor's ``spec``)
-        by :func:`~arrayrl.objectives.actor_critic.auto_target_entropy`; without a spec, from the policy's event
-        shape at the first call (not in ``torchrl_compat`` mode, where TorchRL raises)."""
-        te = self._target_entropy_arg
-        if te is None or te != "auto":
-            return None if te is None else float(te)
-        spec = self._action_spec if self._action_spec is not None else getattr(self._networks["actor_network"],
-                                                                               "spec", None)
-        if spec is None:
-            if self._target_entropy_from_event is not None and not self.torchrl_compat:
-                return self._target_entropy_from_event
-            raise RuntimeError(
-                "Cannot infer the dimensionality of the action. Consider providing the target entropy explicitly "
-                "or provide the spec of the action tensor in the actor network (action_spec=...)."
-            )
-        leaf, container = _spec_leaf(spec, self.tensor_keys.action)
-        return auto_target_entropy(leaf, container_shape=container, torchrl_compat=self.torchrl_compat)
-
-    def _resolve_target_entropy(self, dist: Any) -> None:
-        if self._target_entropy_from_event is None:
-            self._target_entropy_from_event = -float(_numel(tuple(getattr(dist, "event_shape", ()))))
-
     # ---------------------------------------------------------------------------------------- keys
     def _all_out_keys(self) -> list:
         keys = super()._all_out_keys()
@@ -261,34 +307,15 @@ class SACLoss(ActorCriticLoss):
         return keys
 
     def _in_keys(self) -> list:
-        tk = self.tensor_keys
-        nets = self._networks
-        actor_in = list(nets["actor_network"].in_keys)
-        keys = [tk.action, ("next", tk.reward), ("next", tk.done), ("next", tk.terminated), *actor_in,
-                *[("next",) + _data.unravel_key(k) for k in actor_in], *nets["qvalue_network"].in_keys]
+        keys = super()._in_keys()
         if self._version == 1:
-            keys += list(nets["value_network"].in_keys)
+            keys += list(self._networks["value_network"].in_keys)
         return keys
 
     def _estimator_network(self) -> Any:
         return None  # V(s') is injected (v2: the soft value; v1: the target value network's output)
 
     # ---------------------------------------------------------------------------------------- pieces
-    def _q(self, q_params: Any, batch: Mapping, action: Any = None) -> Any:
-        """``Q_i(s, a)`` ``[N, *B]``."""
-        q = self._critics(q_params, batch, action)
-        return _squeeze_last(q, _data.key_str(self.tensor_keys.state_action_value))
-
-    def _check_data_action(self, batch: Mapping, dist: Any) -> None:
-        key = self.tensor_keys.action
-        action = _data.get(batch, key, what="action")
-        name = _data.key_str(key)
-        check_floating(action, name)
-        want = tuple(dist.batch_shape) + tuple(dist.event_shape)
-        if tuple(action.shape) != want:
-            raise ValueError(f"{name}: expected shape {want} (the policy's batch + event shape), got "
-                             f"{tuple(action.shape)}")
-
     def _next_soft_value(self, params: dict, batch: Mapping, alpha_like: Any = None) -> tuple:
         """``(V(s') [*B], alpha)`` of SAC v2 (draw 1: ``a' ~ pi(.|s')``, online actor without gradient)."""
         actor = self._networks["actor_network"]
@@ -303,14 +330,6 @@ class SACLoss(ActorCriticLoss):
             action, log_prob = _zero_where(mask, action), _zero_where(mask, log_prob)
         q = self._q(self._target_tree("qvalue_network"), nxt, action)
         return soft_state_value(q, log_prob, alpha), alpha, batch_shape
-
-    def _target_value(self, batch: Mapping, next_value: Any, batch_shape: tuple) -> Any:
-        """``y = bootstrap(V(s'))`` ``[*B]`` after checking the transition entries against ``[*B]``."""
-        tk = self.tensor_keys
-        check_transition(batch, tk, batch_shape, steps_key=_steps_key(self.value_estimator),
-                         weight_key=tk.priority_weight if self.use_prioritized_weights in (True, "auto") else None)
-        check_next_value(next_value, batch_shape, self._networks["actor_network"].in_keys, "next state value")
-        return bootstrap_target(self.value_estimator, batch, next_value)
 
     def _actor_terms(self, params: dict, batch: Mapping, alpha: Any, weights: Any, dist: Any) -> tuple:
         """``(loss_actor, loss_alpha, entropy)`` from ``a~ ~ pi(.|s)`` (one draw from ``dist``, the online
@@ -421,7 +440,7 @@ class DiscreteSACLoss(ActorCriticLoss):
         log_prob: Any = "log_prob"
         priority_weight: Any = "priority_weight"
 
-    default_keys = _AcceptedKeys  # type: ignore[assignment]
+    default_keys = _AcceptedKeys
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
@@ -492,11 +511,7 @@ class DiscreteSACLoss(ActorCriticLoss):
                     deactivate_vmap=deactivate_vmap)
 
     def _in_keys(self) -> list:
-        tk = self.tensor_keys
-        nets = self._networks
-        actor_in = list(nets["actor_network"].in_keys)
-        return [tk.action, ("next", tk.reward), ("next", tk.done), ("next", tk.terminated), *actor_in,
-                *[("next",) + _data.unravel_key(k) for k in actor_in], *nets["qvalue_network"].in_keys]
+        return _actor_critic_in_keys(self)
 
     def _estimator_network(self) -> Any:
         return None

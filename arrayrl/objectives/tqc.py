@@ -90,7 +90,7 @@ class TQCLoss(SACLoss):
             target entropy of batched specs).
     """
 
-    SUPPORTED_VALUE_ESTIMATORS = ("td0",)
+    SUPPORTED_VALUE_ESTIMATORS: tuple = ("td0",)  # the LossModule declaration (SACLoss's is a 3-tuple)
 
     def __init__(self, actor_network: Any, qvalue_network: Any, *, num_qvalue_nets: int = 5,
                  top_quantiles_to_drop_per_net: int = 2, alpha_init: float = 1.0, min_alpha: float | None = None,

@@ -159,6 +159,7 @@ def _train(opts: Options, xp: Any, device: Any) -> Summary:
                 logger.episode(global_step, episodic_return)
             global_step += opts.num_envs
             batch = step.batch  # (always all num_envs rows, with SAME_STEP autoreset)
+            assert batch is not None, "SAME_STEP autoreset yields a transition for every environment"
             batch["action_log_prob"] = policy_out["action_log_prob"]
             if not opts.bootstrap_truncated:
                 batch["next"]["terminated"] = batch["next"]["done"]
@@ -177,7 +178,7 @@ def _train(opts: Options, xp: Any, device: Any) -> Summary:
                 out, grads = loss.value_and_grad(mb)
                 grads, _ = clip_grad_norm(grads, opts.max_grad_norm)
                 loss.params, opt_state = optimizer.update(grads, opt_state, loss.params)
-            if opts.target_kl is not None and float(out["kl_approx"]) > opts.target_kl:
+            if opts.target_kl is not None and out is not None and float(out["kl_approx"]) > opts.target_kl:
                 break
         if out is not None and iteration % opts.loss_log_frequency == 0:
             logger.loss(out["loss_objective"] + out["loss_critic"] + out.get("loss_entropy", 0.0))

@@ -151,7 +151,7 @@ def _train(opts: Options, xp: Any, device: Any) -> Summary:
             for _ in range(opts.policy_frequency):  # compensate for the delay (CleanRL)
                 out, grads = loss.value_and_grad(batch, terms=policy_terms)
                 actor_state = update_subtree(loss, "actor_network", actor_opt, actor_state, grads)
-                if alpha_opt is not None:
+                if alpha_opt is not None and alpha_state is not None:
                     alpha_state = update_subtree(loss, "log_alpha", alpha_opt, alpha_state, grads)
             logged["loss_actor"] = out["loss_actor"]
         if global_step % opts.target_network_frequency == 0:

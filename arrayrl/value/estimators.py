@@ -88,7 +88,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from .. import data as _data
 from .._backend import namespace_of
@@ -172,6 +172,8 @@ def _standardize_by_group(x: Any, groups: Any, eps: float, mask: Any = None) -> 
 
 # --------------------------------------------------------------------------------------------------------- base
 
+_Estimator = TypeVar("_Estimator", bound="ValueEstimatorBase")
+
 
 class ValueEstimatorBase:
     """Common machinery: keys, value-network calls, time axis, ``forward``/``value_estimate`` protocol.
@@ -208,6 +210,7 @@ class ValueEstimatorBase:
 
     default_keys = _AcceptedKeys
     value_network: Any
+    gamma: Any  # (set by every concrete estimator's constructor)
     time_dim: int | None = None
 
     def __init__(
@@ -263,12 +266,12 @@ class ValueEstimatorBase:
         self.shifted_budget = shifted_budget
         self.torchrl_compat = bool(torchrl_compat)
         self.group_key = group_key
-        self._tensor_keys = None
+        self._tensor_keys: ValueEstimatorBase._AcceptedKeys | None = None
         self.dep_keys: dict = {}
 
     # ------------------------------------------------------------------------------------------- construction
     @classmethod
-    def for_loss(cls, loss_module: Any, **hyperparams: Any) -> "ValueEstimatorBase":
+    def for_loss(cls: type[_Estimator], loss_module: Any, **hyperparams: Any) -> _Estimator:
         """Build against a loss: ``value_network`` defaults to ``loss.critic_network``, else ``loss.value_network``."""
         if "value_network" not in hyperparams:
             net = getattr(loss_module, "critic_network", None)
@@ -356,8 +359,10 @@ class ValueEstimatorBase:
                 time_dim: int | None = None) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def value_estimate(self, batch: Mapping, target_params: Any = None, next_value: Any = None,
+    def value_estimate(self, batch: Mapping, *, params: Any = None, target_params: Any = None,
+                       next_value: Any = None, time_dim: int | None = None,
                        **kwargs: Any) -> Any:  # pragma: no cover - overridden
+        """The value target only. Subclasses take the options they use (also positionally) and ignore the rest."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -483,7 +488,8 @@ class ValueEstimatorBase:
         return xp.concat(vals, axis=self.value_chunk_dim)
 
     def _chunks(self, data: Mapping) -> list | None:
-        if self.value_chunk_size is None and self.num_chunks is None:
+        chunk_size = self.value_chunk_size
+        if chunk_size is None and self.num_chunks is None:
             return None
         leaves = [v for _, v in _leaf_items(data)]
         if not leaves:
@@ -499,7 +505,8 @@ class ValueEstimatorBase:
                 bounds.append((start, stop))
                 start = stop
         else:
-            bounds = [(s, min(size, s + self.value_chunk_size)) for s in range(0, size, self.value_chunk_size)]
+            assert chunk_size is not None  # (one of the two is set: returned above otherwise)
+            bounds = [(s, min(size, s + chunk_size)) for s in range(0, size, chunk_size)]
         if len(bounds) <= 1:
             return None
 
@@ -1005,6 +1012,9 @@ class MultiAgentGAE(GAE):
 # ------------------------------------------------------------------------------------------------------ V-trace
 
 
+_VTraceT = TypeVar("_VTraceT", bound="VTrace")
+
+
 @register_value_estimator(ValueEstimators.VTrace, default_kwargs={"gamma": 0.99, "differentiable": True})
 class VTrace(ValueEstimatorBase):
     """V-trace (Espeholt et al., 2018; :func:`~arrayrl.value.functional.vtrace_advantage_estimate`).
@@ -1042,7 +1052,7 @@ class VTrace(ValueEstimatorBase):
         self.time_dim = time_dim
 
     @classmethod
-    def for_loss(cls, loss_module: Any, **hyperparams: Any) -> "VTrace":
+    def for_loss(cls: type[_VTraceT], loss_module: Any, **hyperparams: Any) -> _VTraceT:
         """Also picks ``actor_network`` from ``loss_module.actor_network``."""
         hyperparams.setdefault("actor_network", getattr(loss_module, "actor_network", None))
         return super().for_loss(loss_module, **hyperparams)
@@ -1111,7 +1121,7 @@ def _as_value_shape(log_prob: Any, value: Any, name: str) -> Any:
 # ---------------------------------------------------------------------------------------------- deprecated names
 
 
-def _deprecated(cls: type, old: str) -> type:
+def _deprecated(cls: type[ValueEstimatorBase], old: str) -> type:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         warnings.warn(f"class {old} is deprecated, please use {cls.__name__} instead.", DeprecationWarning,
                       stacklevel=2)
