@@ -35,7 +35,7 @@ import numpy as _np
 
 from . import _cupy_kernels, _kernels, _pool
 from ._scan import reverse_discounted_scan_raw
-from .autodiff.core import defvjp, defvjp_joint, primitive, sum_to_shape
+from .autodiff.core import Tensor, defvjp, defvjp_joint, primitive, sum_to_shape
 from .autodiff.core import _raw_mul as _mul, _raw_sub as _sub  # operators; large NumPy results pooled (_pool)
 from .autodiff.tuning import _ND, blas_call
 from .autodiff.tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
@@ -151,7 +151,10 @@ def _scan_adjoint(xp, g, c, axis):
     cf = xp.flip(c, axis=ax)
     pad = xp.zeros(tuple(1 if i == ax else s for i, s in enumerate(c.shape)), dtype=c.dtype, device=c.device)
     cs = xp.concat([cf[_along(ax, slice(1, None))], pad], axis=ax)
-    return xp.flip(reverse_discounted_scan_raw(xp.flip(g, axis=ax), cs, axis=ax), axis=ax)
+    # second order (taped cotangent or discounts): the adjoint is itself a scan, recorded as one (its VJP is again
+    # a scan, so the scan is differentiable to any order); raw arrays take the raw kernel
+    scan = reverse_discounted_scan if isinstance(g, Tensor) or isinstance(cs, Tensor) else reverse_discounted_scan_raw
+    return xp.flip(scan(xp.flip(g, axis=ax), cs, axis=ax), axis=ax)
 
 
 def _scan_vjp_x(xp, g, ans, x, c, axis=-1):

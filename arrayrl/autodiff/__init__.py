@@ -47,7 +47,15 @@ derivative once; a constant input (the observations) gets no cotangent.
 
 Semantics worth knowing:
 
-* first order only; gradients are raw backend arrays with the nesting of the argument;
+* gradients are raw backend arrays with the nesting of the argument;
+* second order (HIPS autograd / JAX style): ``value_and_grad(f, create_graph=True)``, nested ``grad(grad(f))``,
+  ``vjp`` of ``vjp`` and :func:`hvp` (the gradient of ``<grad f, v>``) run the backward walk with taped cotangents
+  (:func:`~.core.backward_taped`): each rule receives the taped namespace, the node as ``ans`` and the parents'
+  Tensors, so what it computes is recorded. The NumPy fast paths inside rules dispatch on the argument types
+  (raw arrays only), so taped cotangents take the generic composition; the scan's adjoint is recorded as a scan.
+  The first-order walk is unchanged (one flag checked per call; one comparison detects a function that closes over
+  Tensors of an enclosing transformation, which then gets the taped walk). A rule that only runs on raw arrays
+  raises :class:`~.core.SecondOrderError` in that mode;
 * ``maximum``/``minimum`` split the gradient at ties, ``clip`` passes it at the bounds, ``max``/``min``
   reductions send it to the first arg-max (``torch.max(x, dim)``), ``where`` selects (NaN in the unused branch does
   not leak), ``relu``'s gradient is 0 at 0;
@@ -63,9 +71,9 @@ Semantics worth knowing:
   through them, instead of silently dropping it.
 """
 
-from .api import grad, stop_gradient, value_and_grad, vjp
+from .api import grad, hvp, stop_gradient, value_and_grad, vjp
 from .check import check_grads
-from .core import Tensor, defvjp, defvjp_argnum, defvjp_joint, primitive, sum_to_shape
+from .core import SecondOrderError, Tensor, defvjp, defvjp_argnum, defvjp_joint, primitive, sum_to_shape
 from .namespace import taped_namespace
 from .tuning import blas_policy, blas_threads, set_blas_policy, set_blas_threads, tune_allocator
 from .._pool import buffer_pool, buffer_pool_stats, clear_buffer_pool, set_buffer_pool
@@ -74,6 +82,8 @@ __all__ = [
     "Tensor",
     "value_and_grad",
     "grad",
+    "hvp",
+    "SecondOrderError",
     "vjp",
     "stop_gradient",
     "check_grads",

@@ -6,9 +6,19 @@ from typing import Any, Callable, Sequence
 
 from .._backend import backend_name, is_array
 from ..tree import tree_flatten, tree_paths, tree_unflatten
-from .core import Tensor, _new_leaf, backward, base_namespace
+from .core import (
+    Tensor,
+    _constant,
+    _new_leaf,
+    backward,
+    backward_taped,
+    base_namespace,
+    depends_on_older,
+    nested_leaf,
+    tape_position,
+)
 
-__all__ = ["value_and_grad", "grad", "vjp", "stop_gradient"]
+__all__ = ["value_and_grad", "grad", "vjp", "stop_gradient", "hvp"]
 
 
 def _path_str(argnum: int, path: tuple) -> str:
@@ -26,7 +36,7 @@ _VALID_LEAF: dict[tuple, Any] = {}
 def _check_leaf(leaf: Any) -> Any:
     """The namespace of a valid differentiation leaf, or a str describing what is wrong with it."""
     if isinstance(leaf, Tensor):
-        return "is already a Tensor: nested differentiation is not supported (first order only)"
+        leaf = leaf.value
     if not (is_array(leaf) or _is_numpy_scalar(leaf)):
         return f"expected a floating-point array, got {type(leaf).__name__}"
     ns = base_namespace(leaf)
@@ -71,6 +81,8 @@ def _wrap_tree(tree: Any, state: list) -> Any:
         ns = _check_leaf(tree)
         if isinstance(ns, str):
             raise _LeafError(k, ns)
+        if t is Tensor:  # nested transformation (grad of grad): never on the first-order hot path (a cache miss)
+            return _nested(tree, k, ns, state)
     base = state[0]
     if base is None:
         state[0], state[1] = ns, k
@@ -79,15 +91,33 @@ def _wrap_tree(tree: Any, state: list) -> Any:
     return _new_leaf(tree, ns)
 
 
+def _nested(tree: Tensor, k: int, ns: Any, state: list) -> Tensor:
+    """The leaf for a Tensor argument: an identity node of it when it is on an enclosing tape (a stop of the taped
+    walk, recorded in ``state[3]``), a fresh leaf for a constant Tensor."""
+    base = state[0]
+    if base is None:
+        state[0], state[1] = ns, k
+    elif ns is not base and backend_name(ns) != backend_name(base):
+        raise _LeafError(k, f"mixed array libraries: {{first}} is {backend_name(base)}, {{this}} is {backend_name(ns)}")
+    if tree._idx < 0:
+        return _new_leaf(tree.value, ns)
+    n = nested_leaf(tree)
+    state[3].append(n)
+    return n
+
+
 def _make_leaves(args: Sequence[Any], argnums: tuple, fname: str):
     """Wrap the leaves of the differentiated arguments in fresh leaf Tensors; check dtypes and backends.
 
-    Returns the new argument list and ``specs``: ``(argnum, wrapped tree)`` pairs. Errors name the leaf's path
+    Returns the new argument list, ``specs`` (one wrapped tree per argnum) and the state list, whose ``[2]`` is
+    the number of leaves made and ``[3]`` the leaves made for Tensors of an enclosing tape (nested
+    differentiation; empty otherwise). Errors name the leaf's path
     (``args[0]['layers'][1]``); paths are only computed when an error is raised.
     """
     new_args = list(args)
     specs = []
-    state: list[Any] = [None, None, 0]  # [base namespace, first leaf index, leaf count] (see _wrap_tree)
+    # [base namespace, first leaf index, leaf count, nested leaves] (see _wrap_tree)
+    state: list[Any] = [None, None, 0, []]
     starts: list[tuple[int, int]] = []  # (leaf count before args[i], i)
     for i in argnums:
         if i >= len(args) or i < -len(args):
@@ -105,7 +135,7 @@ def _make_leaves(args: Sequence[Any], argnums: tuple, fname: str):
             raise TypeError(f"{here}: {err.msg}") from None
         new_args[i] = wrapped
         specs.append(wrapped)
-    return new_args, specs
+    return new_args, specs, state
 
 
 def _leaf_path(tree: Any, treedef: Any, k: int) -> tuple:
@@ -144,6 +174,39 @@ def _grad_tree(wrapped: Any, cts: dict) -> Any:
 
 def _grads_from(specs, cts: dict) -> list:
     return [_grad_tree(w, cts) for w in specs]
+
+
+def _first_idx(specs) -> int:
+    """The creation index of this call's first leaf (its leaves are made first, so older Tensors are foreign)."""
+    for leaf in tree_flatten(specs)[0]:
+        if isinstance(leaf, Tensor):
+            return leaf._idx
+    return 0
+
+
+def _grad_tree_taped(wrapped: Any, cts: dict, outer: bool) -> Any:
+    """:func:`_grad_tree` for the taped walk: Tensor cotangents when ``outer`` (an enclosing transformation can
+    differentiate them), their raw values otherwise (nothing outside this call is on their tape)."""
+    t = type(wrapped)
+    if t is Tensor:
+        g = cts.get(id(wrapped))
+        leaf = wrapped.value
+        if g is None:
+            z = base_namespace(leaf).zeros_like(leaf)
+            return _constant(z) if outer else z
+        if outer:
+            return g
+        g = g.value
+        if type(g) is not type(leaf):
+            return base_namespace(leaf).asarray(g)
+        return g
+    if t is dict:
+        return {k: _grad_tree_taped(v, cts, outer) for k, v in wrapped.items()}
+    if t is list:
+        return [_grad_tree_taped(v, cts, outer) for v in wrapped]
+    if t is tuple:
+        return tuple(_grad_tree_taped(v, cts, outer) for v in wrapped)
+    return wrapped
 
 
 def _unwrap_tree(tree: Any) -> Any:
@@ -186,7 +249,9 @@ def _norm_argnums(argnums: int | Sequence[int]) -> tuple[tuple, bool]:
     return t, False
 
 
-def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
+def value_and_grad(
+    f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, create_graph: bool = False
+) -> Callable:
     """Return ``g(*args, **kwargs) -> (value, grads)`` computing ``f`` and its gradient in one pass.
 
     Args:
@@ -196,10 +261,17 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
             dict/list/tuple) of floating arrays of one backend.
         has_aux: ``f`` returns ``(value, aux)``; then ``g`` returns ``((value, aux), grads)`` (JAX's convention), with
             any Tensor in ``aux`` replaced by its raw value.
+        create_graph: record the backward pass on the tape (second order, torch's ``create_graph``): the rules run
+            on taped cotangents, so an enclosing :func:`value_and_grad` / :func:`grad` can differentiate the
+            returned value and gradients with respect to its own arguments (e.g. parameters that ``f`` closes
+            over: a gradient penalty). Implied when a differentiated argument is itself a Tensor of an enclosing
+            tape (``grad(grad(f))``, :func:`hvp`).
 
     Returns:
         ``value`` as a raw 0-d array; ``grads`` as raw arrays with the nesting of the argument (a tuple of them when
-        ``argnums`` is a tuple). The gradient of an argument ``f`` does not use is zeros of its shape.
+        ``argnums`` is a tuple). The gradient of an argument ``f`` does not use is zeros of its shape. In the taped
+        mode (``create_graph`` or nested), the value and gradients are :class:`Tensor` s when they may depend on a
+        Tensor of an enclosing tape (an argument, or a Tensor ``f`` closes over), raw arrays otherwise.
 
     Raises:
         TypeError: a differentiated leaf is not a floating array (the message names its path), or the leaves mix
@@ -210,14 +282,18 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
     fname = getattr(f, "__name__", "f")
 
     def value_and_grad_f(*args, **kwargs):
-        new_args, specs = _make_leaves(args, nums, "value_and_grad")
+        start = tape_position() if create_graph else 0
+        new_args, specs, state = _make_leaves(args, nums, "value_and_grad")
+        stops = state[3]
+        taped = create_graph or stops
         out = _call(f, fname, new_args, kwargs)
         aux = None
         if has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise TypeError(f"value_and_grad(has_aux=True): {fname} must return a pair (value, aux)")
             out, aux = out
-            aux = _unwrap_tree(aux)
+            if not taped:
+                aux = _unwrap_tree(aux)
         if isinstance(out, Tensor):
             raw = out.value
         elif is_array(out) or _is_numpy_scalar(out):
@@ -229,9 +305,17 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
                 f"value_and_grad: {fname} must return a scalar (0-d array), got shape {tuple(raw.shape)}; "
                 f"reduce it (xp.sum / xp.mean) or use vjp"
             )
+        if taped:
+            return _taped_result(out, raw, specs, stops, start, aux, has_aux, single)
         if isinstance(out, Tensor) and out._idx >= 0:
             xp = base_namespace(raw)
             cts = backward([out], [xp.ones_like(raw)])
+            if len(cts) > state[2] and depends_on_older([out], _first_idx(specs)):
+                # the walk reached leaves that are not this call's, and some are older than this call: f depends on
+                # Tensors of an enclosing transformation (an argument not in argnums, a closure), which must see
+                # this gradient as a function of them: the same tape walked again, recorded (one comparison on the
+                # first-order path; younger foreign leaves are those of finished nested calls inside f)
+                return _taped_result(out, raw, specs, stops, 0, aux, has_aux, single, outer=True)
         else:
             cts = {}
         grads = _grads_from(specs, cts)
@@ -243,9 +327,29 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool 
     return value_and_grad_f
 
 
-def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable:
-    """Like :func:`value_and_grad` but returns only the gradient (``(grads, aux)`` with ``has_aux``)."""
-    vg = value_and_grad(f, argnums, has_aux)
+def _taped_result(out, raw, specs, stops, start, aux, has_aux, single, outer=False):
+    """The end of :func:`value_and_grad` in the taped mode (see there)."""
+    if isinstance(out, Tensor) and out._idx >= 0:
+        xp = base_namespace(raw)
+        cts, found = backward_taped([out], [xp.ones_like(raw)], {id(n) for n in stops}, start)
+        outer = outer or found
+    else:
+        cts, outer = {}, outer or bool(stops)
+    grads = [_grad_tree_taped(w, cts, outer) for w in specs]
+    g = grads[0] if single else tuple(grads)
+    value = out if outer and isinstance(out, Tensor) else raw
+    if has_aux:
+        return (value, aux if outer else _unwrap_tree(aux)), g
+    return value, g
+
+
+def grad(
+    f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False, create_graph: bool = False
+) -> Callable:
+    """Like :func:`value_and_grad` but returns only the gradient (``(grads, aux)`` with ``has_aux``).
+
+    Nests: ``grad(grad(f))`` is the second derivative of a scalar function (see ``create_graph``)."""
+    vg = value_and_grad(f, argnums, has_aux, create_graph)
 
     def grad_f(*args, **kwargs):
         v, g = vg(*args, **kwargs)
@@ -255,24 +359,36 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -
     return grad_f
 
 
-def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
+def vjp(f: Callable, *args: Any, create_graph: bool = False) -> tuple[Any, Callable]:
     """Evaluate ``f(*args)`` and return ``(out, vjp_fn)``; ``vjp_fn(cotangent)`` returns one gradient per argument.
 
     ``out`` may be an array or a pytree of arrays (returned raw); ``cotangent`` must have the same structure and
     shapes. ``vjp_fn`` returns a tuple with one entry per argument, each with the argument's nesting. ``vjp_fn`` can
     be called several times (the tape is kept alive by the closure).
+
+    ``create_graph`` (implied for Tensor arguments of an enclosing tape, or a cotangent on one): ``vjp_fn``'s walk
+    is recorded on the tape, as in :func:`value_and_grad`; then ``out`` keeps its Tensors too.
     """
     nums = tuple(range(len(args)))
-    new_args, specs = _make_leaves(args, nums, "vjp")
+    start = tape_position() if create_graph else 0
+    new_args, specs, state = _make_leaves(args, nums, "vjp")
+    stops = state[3]
     out = _call(f, getattr(f, "__name__", "f"), new_args, {})
     out_leaves, out_def = tree_flatten(out)
-    raw_out = tree_unflatten(out_def, [o.value if isinstance(o, Tensor) else o for o in out_leaves])
+    if stops:
+        raw_out = out
+    else:
+        raw_out = tree_unflatten(out_def, [o.value if isinstance(o, Tensor) else o for o in out_leaves])
+    stop_ids = {id(n) for n in stops}
 
     def vjp_fn(cotangent: Any) -> tuple:
         ct_leaves, ct_def = tree_flatten(cotangent)
         if ct_def != out_def:
             raise ValueError(f"vjp_fn: cotangent has structure {ct_def!r}, expected {out_def!r} (the output's)")
         roots, seeds = [], []
+        taped = create_graph or bool(stops) or any(isinstance(c, Tensor) and c._idx >= 0 for c in ct_leaves)
+        if taped:
+            return _vjp_taped(out_leaves, ct_leaves, specs, stop_ids, start)
         for k, (o, c) in enumerate(zip(out_leaves, ct_leaves)):
             if isinstance(c, Tensor):
                 c = c.value
@@ -282,9 +398,47 @@ def vjp(f: Callable, *args: Any) -> tuple[Any, Callable]:
                 roots.append(o)
                 seeds.append(c)
         cts = backward(roots, seeds) if roots else {}
+        if len(cts) > state[2] and depends_on_older(roots, _first_idx(specs)):  # see value_and_grad
+            return _vjp_taped(out_leaves, ct_leaves, specs, stop_ids, 0, outer=True)
         return tuple(_grads_from(specs, cts))
 
     return raw_out, vjp_fn
+
+
+def _vjp_taped(out_leaves, ct_leaves, specs, stop_ids, start, outer=False) -> tuple:
+    roots, seeds = [], []
+    for k, (o, c) in enumerate(zip(out_leaves, ct_leaves)):
+        if tuple(c.shape) != tuple(o.shape):
+            raise ValueError(f"vjp_fn: cotangent leaf {k}: expected shape {tuple(o.shape)}, got {tuple(c.shape)}")
+        if isinstance(o, Tensor) and o._idx >= 0:
+            roots.append(o)
+            seeds.append(c)
+    cts, found = backward_taped(roots, seeds, stop_ids, start) if roots else ({}, bool(stop_ids))
+    outer = outer or found or any(isinstance(c, Tensor) and c._idx >= 0 for c in ct_leaves)
+    return tuple(_grad_tree_taped(w, cts, outer) for w in specs)
+
+
+def hvp(f: Callable, x: Any, v: Any, *args: Any) -> Any:
+    """The Hessian-vector product ``H v`` of a scalar ``f(x, *args)`` at ``x`` (a pytree), without forward mode:
+    the gradient of ``<grad f(x), v>`` (reverse over reverse; the inner backward pass is recorded on the tape).
+
+    ``v`` has ``x``'s structure and shapes; the result too (raw arrays). ``args`` are constants."""
+    v_leaves, v_def = tree_flatten(v)
+    x_def = tree_flatten(x)[1]
+    if v_def != x_def:
+        raise ValueError(f"hvp: v has structure {v_def!r}, expected {x_def!r} (x's)")
+
+    def inner(xx):
+        g_leaves = tree_flatten(grad(f)(xx, *args))[0]
+        total = None
+        for gl, vl in zip(g_leaves, v_leaves):
+            xp = gl.__array_namespace__() if isinstance(gl, Tensor) else base_namespace(gl)
+            term = xp.sum(gl * vl)
+            total = term if total is None else total + term
+        return total
+
+    inner.__name__ = f"<grad {getattr(f, '__name__', 'f')}, v>"
+    return grad(inner)(x)
 
 
 def stop_gradient(x: Any) -> Any:

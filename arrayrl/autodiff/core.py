@@ -38,6 +38,8 @@ __all__ = [
     "base_namespace",
     "is_tensor",
     "defer_operators_to_tensor",
+    "backward_taped",
+    "SecondOrderError",
 ]
 
 _counter = itertools.count()
@@ -643,16 +645,20 @@ def _fix_cotangent(entry: VJPEntry, xp: Any, i: int, gi: Any, pv: Any) -> Any:
     return gi
 
 
-def backward(roots: list, seeds: list) -> dict:
+def backward(roots: list, seeds: list, create_graph: bool = False) -> dict:
     """Propagate cotangents ``seeds`` from the Tensors ``roots`` to the leaves.
 
     Returns ``{id(leaf): cotangent}`` for the leaves (nodes without parents) that received a cotangent.
+    With ``create_graph`` the walk is :func:`backward_taped` (the cotangents are Tensors recorded on the tape);
+    that flag is the only thing the first-order walk checks, once per call.
 
     The walk is iterative: a max-heap of the nodes that hold a cotangent, keyed by creation index, so a node is
     visited after every node created later (all its consumers) and only nodes that received a cotangent are visited
     (no separate topological sort). Interior cotangents are freed as soon as they are used. Cotangents are
     accumulated out of place (a rule may return its incoming ``g`` or a view of it, so no buffer is ever written).
     """
+    if create_graph:
+        return backward_taped(roots, seeds)[0]
     cts: dict[int, Any] = {}
     heap: list = []
     push, pop_heap = heapq.heappush, heapq.heappop
@@ -707,6 +713,156 @@ def backward(roots: list, seeds: list) -> dict:
                 cts[k] = _raw_add(prev, gi)  # out of place (a large NumPy sum into a pooled buffer)
         del g
     return leaves
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Second order: the backward walk recorded on the tape
+
+
+class SecondOrderError(NotImplementedError):
+    """A VJP rule that cannot run on taped cotangents (a raw-only kernel) was met by :func:`backward_taped`."""
+
+
+# id(raw namespace) -> its taped namespace (rules receive it when the cotangent is taped)
+_TAPED_BY_BASE: dict[int, Any] = {}
+
+
+def _taped_xp(base: Any) -> Any:
+    ns = _TAPED_BY_BASE.get(id(base))
+    if ns is None:
+        ns = _TAPED_BY_BASE[id(base)] = taped_namespace(base)
+    return ns
+
+
+def _as_tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else _constant(x)
+
+
+def backward_taped(roots: list, seeds: list, stops: Any = (), start: int = 0) -> tuple[dict, bool]:
+    """The backward walk with taped cotangents (``create_graph``): differentiable itself (HIPS autograd / JAX).
+
+    The same walk as :func:`backward` (a max-heap on creation indices, cotangents freed once used), except that
+
+    * cotangents are :class:`Tensor` s, and every rule is called with the *taped* namespace over the node's
+      backend, the node itself as ``ans`` and the parents' Tensors in place of their raw arguments, so the rules
+      written against ``xp`` (and the tape's pooled operators, whose fallbacks are the Python operators) record
+      their work on the tape; fused kernels that have a raw NumPy fast path dispatch on the argument types and take
+      their generic (taped) composition here;
+    * the walk stops at the nodes whose ``id`` is in ``stops`` (the leaves of a nested ``grad``: identity nodes of
+      an enclosing transformation's Tensors), as at leaves.
+
+    Returns ``({id(leaf): Tensor cotangent}, outer)``; ``outer`` is True when the recorded cotangents may depend on
+    a Tensor created before index ``start`` (an enclosing transformation's leaf or node): the walk met a parent
+    older than ``start``, or a stop. A rule that cannot run on Tensors raises :class:`SecondOrderError`.
+    """
+    cts: dict[int, Any] = {}
+    heap: list = []
+    push, pop_heap = heapq.heappush, heapq.heappop
+    for r, s in zip(roots, seeds):
+        if r._idx < 0:
+            continue
+        s = _as_tensor(s)
+        k = id(r)
+        prev = cts.get(k)
+        if prev is None:
+            cts[k] = s
+            push(heap, (-r._idx, r))
+        else:
+            cts[k] = prev + s
+    leaves: dict[int, Any] = {}
+    outer = bool(stops)
+    while heap:
+        node = pop_heap(heap)[1]
+        g = cts.pop(id(node))
+        parents = node._parents
+        if not parents or id(node) in stops:
+            leaves[id(node)] = g
+            continue
+        entry = node._entry
+        xp = _taped_xp(node._xp)
+        targs = list(node._args)
+        for i, p in parents:
+            targs[i] = p
+            if p._idx < start:
+                outer = True
+        kw = node._kw
+        rules = entry.rules
+        try:
+            if rules is None and entry.joint is not None:
+                needs = tuple([i for i, _ in parents])
+                joint = entry.joint(xp, g, node, needs, *targs, **kw)
+            outs = []
+            for i, p in parents:
+                if rules is not None:
+                    gi = rules[i](xp, g, node, *targs, **kw)
+                elif entry.joint is not None:
+                    gi = joint[i]
+                else:
+                    gi = entry.argnum_rule(i, xp, g, node, tuple(targs), kw)
+                outs.append(gi)
+        except TypeError as err:
+            raise SecondOrderError(
+                f"arrayrl.autodiff: the VJP of {entry.name} cannot be differentiated (second order): its rule "
+                f"does not run on taped cotangents ({err}); write it against the xp it receives or register a "
+                f"differentiable rule"
+            ) from err
+        for (i, p), gi in zip(parents, outs):
+            if gi is None:
+                continue
+            gi = _as_tensor(gi)
+            pv = p.value
+            gd = gi.dtype
+            if gi.shape != pv.shape or (gd is not pv.dtype and gd != pv.dtype):
+                gi = _fix_cotangent(entry, xp, i, gi, pv)
+            k = id(p)
+            prev = cts.get(k)
+            if prev is None:
+                cts[k] = gi
+                push(heap, (-p._idx, p))
+            else:
+                cts[k] = prev + gi
+        del g
+    return leaves, outer
+
+
+_IDENTITY = _entry("identity")
+defvjp(_IDENTITY, lambda xp, g, ans, x: g)
+
+
+def nested_leaf(t: Tensor) -> Tensor:
+    """A leaf for a transformation nested inside another one: an identity node of ``t`` (a Tensor of the
+    enclosing tape), where :func:`backward_taped` stops (the inner cotangent), and through which the enclosing
+    walk continues to ``t``."""
+    n = _tensor_new(Tensor)
+    n.value = t.value
+    n._idx = next(_counter)
+    n._parents = ((0, t),)
+    n._entry = _IDENTITY
+    n._args = (t.value,)
+    n._kw = _NO_KW
+    n._xp = t._xp
+    return n
+
+
+def depends_on_older(roots: list, start: int) -> bool:
+    """True if a Tensor older than creation index ``start`` (on the tape: ``_idx >= 0``) is reachable from
+    ``roots`` through parents (a graph traversal without rules; used off the hot path only)."""
+    seen: set[int] = set()
+    stack = [r for r in roots if isinstance(r, Tensor) and r._idx >= 0]
+    while stack:
+        n = stack.pop()
+        if n._idx < start:
+            return True
+        for _, p in n._parents:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return False
+
+
+def tape_position() -> int:
+    """The creation index the next leaf or node will get (Tensors with a smaller index are older)."""
+    return next(_counter)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

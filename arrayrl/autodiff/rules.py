@@ -1,7 +1,10 @@
 """VJP rules of the array-API primitives: the one table (:data:`arrayrl.autodiff.core.VJP_TABLE`) is filled here.
 
-Every rule is ``rule(xp, g, ans, *args, **kwargs) -> cotangent of that argument`` written against the *raw* namespace
-``xp`` (first order only). Elementwise primitives return cotangents of the broadcast shape; the backward walk sums
+Every rule is ``rule(xp, g, ans, *args, **kwargs) -> cotangent of that argument`` written against the namespace
+``xp`` it receives: the raw one in the first-order walk, the taped one in the second-order walk
+(:func:`~arrayrl.autodiff.core.backward_taped`, which passes Tensors for ``g``, ``ans`` and the differentiated
+arguments), so every rule here is itself differentiable (the tape's pooled operators fall back to the Python
+operators on Tensors; ``prod`` needs ``cumulative_prod``, which has no VJP, and raises there). Elementwise primitives return cotangents of the broadcast shape; the backward walk sums
 them back with :func:`~arrayrl.autodiff.core.sum_to_shape` and asserts the shape.
 
 Conventions (PyTorch's, so that cross-validation is exact):

@@ -10,6 +10,7 @@ from .a2c import A2CLoss
 from .common import LossModule
 from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
+from .gail import GAILLoss
 from .dreamer_utils import (
     categorical_kl_balanced,
     categorical_kl_terms,
@@ -79,6 +80,7 @@ __all__ = [
     "DTLoss",
     "OnlineDTLoss",
     "RNDLoss",
+    "GAILLoss",
     "RunningMeanStd",
     "MAPPOLoss",
     "IPPOLoss",
