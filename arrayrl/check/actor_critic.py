@@ -987,6 +987,14 @@ from .redq_crossq_tqc import BUILDERS as _ENSEMBLE_BUILDERS  # noqa: E402  (REDQ
 
 BUILDERS.update(_ENSEMBLE_BUILDERS)
 
+from .cql_bc import BUILDERS as _CQL_BC_BUILDERS  # noqa: E402  (CQL, DiscreteCQL, BC)
+
+BUILDERS.update(_CQL_BC_BUILDERS)
+
+from .dt_rnd import BUILDERS as _DT_BUILDERS  # noqa: E402  (DT, OnlineDT)
+
+BUILDERS.update(_DT_BUILDERS)
+
 
 def perturb_weight(case: Any, scale: float = 1e-3, network: str | None = None) -> Any:
     """``case`` with its arrayrl loss built with one weight moved by ``scale`` (the first leaf of ``network``, by

@@ -87,7 +87,7 @@ class LossCase:
     fix_draws: Callable[[list], list] | None = None
     #: ``after(arrayrl loss, errors)``: state compared after both calls (log_alpha, beta, normaliser statistics)
     after: Callable[[Any, Errors], None] | None = None
-    #: keyword arguments of :class:`NormalRecorder` (REDQ: ``randperm=True, sample=True``)
+    #: keyword arguments of :class:`NormalRecorder` (REDQ: ``randperm=True, sample=True``; CQL: ``uniform=True``)
     recorder: dict | None = None
 
     def __post_init__(self) -> None:
@@ -712,10 +712,11 @@ class NormalRecorder:
     """Records torch's standard-normal draws made inside the ``with`` block, in call order: ``Normal.rsample``'s
     ``_standard_normal`` and ``torch.randn_like`` (TD3's target-policy noise); with ``randperm=True`` also
     ``torch.randperm`` (REDQ's critic subset), with ``sample=True`` ``Normal.sample`` is routed through ``rsample``
-    under ``no_grad`` (the same value ``loc + scale * eps``, so its draw is recorded too)."""
+    under ``no_grad`` (the same value ``loc + scale * eps``, so its draw is recorded too), with ``uniform=True``
+    the results of ``Tensor.uniform_`` (CQL's random actions, recorded as drawn: ``U(low, high)``)."""
 
-    def __init__(self, *, randperm: bool = False, sample: bool = False) -> None:
-        self._randperm, self._sample = randperm, sample
+    def __init__(self, *, randperm: bool = False, sample: bool = False, uniform: bool = False) -> None:
+        self._randperm, self._sample, self._uniform = randperm, sample, uniform
 
     def __enter__(self) -> "NormalRecorder":
         import torch
@@ -724,6 +725,16 @@ class NormalRecorder:
         self._torch, self._mod, self.draws = torch, tdn, []
         self._orig = tdn._standard_normal, torch.randn_like
         self._orig_perm, self._orig_sample = torch.randperm, tdn.Normal.sample
+        self._orig_uniform = torch.Tensor.uniform_
+        if self._uniform:
+            orig_uniform = self._orig_uniform
+
+            def uniform(t: Any, *a: Any, **k: Any) -> Any:
+                out = orig_uniform(t, *a, **k)
+                self.draws.append(out.detach().numpy().copy())
+                return out
+
+            torch.Tensor.uniform_ = uniform
         if self._randperm:
             def perm(*a: Any, **k: Any) -> Any:
                 x = self._orig_perm(*a, **k)
@@ -752,6 +763,7 @@ class NormalRecorder:
     def __exit__(self, *exc: Any) -> None:
         self._mod._standard_normal, self._torch.randn_like = self._orig
         self._torch.randperm, self._mod.Normal.sample = self._orig_perm, self._orig_sample
+        self._torch.Tensor.uniform_ = self._orig_uniform
 
 
 def _directional_fd(f: Callable, x: Any, g: Any, rng: np.random.Generator, eps: float) -> tuple[float, float]:

@@ -63,6 +63,13 @@ FIXED = {
                        steps=2),
     "TQCLoss": dict(num_qvalue_nets=2, n_quantiles=4, top_quantiles_to_drop_per_net=1, skip_done_states=True,
                     alpha="clamp_both", delay_qvalue=True),
+    "CQLLoss": dict(actor="tanh", estimator="td0", with_lagrange=True, lagrange_thresh=0.3, alpha="learned",
+                    max_q_backup=True, deterministic_backup=False, reduction="mean", num_random=2),
+    "DiscreteCQLLoss": dict(estimator="td0", delay_value=True, action_space="one_hot"),
+    "BCLoss": dict(actor="deterministic", loss_function="smooth_l1", reduction="mean", shape="chunk",
+                   pad_mask=True),
+    "DTLoss": dict(loss_function="smooth_l1", reduction="mean", masks="both"),
+    "OnlineDTLoss": dict(actor="tanh", alpha="clamp_both", samples_mc_entropy=2, reduction="mean", masks="both"),
 }
 
 
@@ -88,7 +95,8 @@ def test_one_moved_weight_fails(family):
 
 
 @pytest.mark.parametrize("family", ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss",
-                                    "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss", "REDQLoss"])
+                                    "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss", "REDQLoss", "CQLLoss",
+                                    "DiscreteCQLLoss", "BCLoss", "DTLoss", "OnlineDTLoss"])
 def test_reference_is_used(family):
     if L.oracle.load().module is None:
         pytest.skip("the oracle is absent")
@@ -98,7 +106,8 @@ def test_reference_is_used(family):
 
 
 @pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss",
-                                    "REDQLoss", "CrossQLoss", "TQCLoss"])
+                                    "REDQLoss", "CrossQLoss", "TQCLoss", "CQLLoss",
+                                    "OnlineDTLoss"])
 def test_altered_draws_fail(family):
     """TorchRL's draws are replayed: scaled draws change the arrayrl numbers (so the draws matter), and a missing
     draw is an error rather than a silent fresh draw."""
@@ -119,7 +128,8 @@ def test_altered_draws_fail(family):
 
 @pytest.mark.parametrize("family,attr", [("KLPENPPOLoss", "beta"), ("SACLoss[v2]", "log_alpha"),
                                          ("REDQLoss", "log_alpha"), ("TQCLoss", "log_alpha"),
-                                         ("CrossQLoss", "log_alpha"),
+                                         ("CrossQLoss", "log_alpha"), ("CQLLoss", "log_alpha"),
+                                         ("OnlineDTLoss", "log_alpha"),
                                          ("A2CLoss", "advantage_norm_state"), ("MAPPOLoss", "value_norm_state")])
 def test_state_after_the_call_is_compared(family, attr):
     extra = {"A2CLoss": dict(advantage_norm="popart"), "MAPPOLoss": dict(value_norm="popart")}.get(family, {})
@@ -152,6 +162,18 @@ def test_redq_subset_draw_is_replayed():
         case.fix_draws = lambda d: [x[::-1].copy() if x.dtype.kind == "i" else x for x in fix(d)]
         res = _compare(case).result()
     assert not res["passed"] and res["value_rel"] > 1e-6, res
+
+
+def test_cql_each_draw_is_replayed():
+    """Each of CQL's recorded draws (a' (soft backup), the K backup actions (max_q_backup), the uniform actions,
+    pi(.|s) and pi(.|s') K times, a_bc, a~) reaches the arrayrl loss: altering any one alone gives other numbers."""
+    with torch_float64(0):
+        for mqb, i in [(False, i) for i in range(6)] + [(True, 1)]:
+            case = _case("CQLLoss", max_q_backup=mqb)
+            fix = case.fix_draws
+            case.fix_draws = lambda d, i=i: [x * 1.01 if j == i else x for j, x in enumerate(fix(d))]
+            res = _compare(case).result()
+            assert not res["passed"] and res["value_rel"] > 1e-8, (mqb, i, res)
 
 
 @pytest.mark.parametrize("step", [0, 2])
