@@ -26,6 +26,7 @@ from .module import Module, ParamSlot
 from .multiagent import QMixer, VDNMixer
 from .norm import BatchNorm1d, BatchRenorm1d, NormMLP, StatefulValueOperator
 from .recurrent import DreamerV3BlockGRU, DreamerV3BlockGRUCell, GRUCell, RMSNorm
+from .rssm import RSSMPosteriorV3, RSSMPriorV3
 from . import params as _params
 from .params import (
     cast_params,
@@ -56,6 +57,8 @@ __all__ = [
     "RMSNorm",
     "DreamerV3BlockGRUCell",
     "DreamerV3BlockGRU",
+    "RSSMPriorV3",
+    "RSSMPosteriorV3",
     "QMixer",
     "VDNMixer",
     "Linear",

@@ -11,6 +11,7 @@ from .common import LossModule
 from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .gail import GAILLoss
+from .dreamer_v3 import DreamerV3ModelLoss, DreamerV3ValueLoss
 from .dreamer_utils import (
     categorical_kl_balanced,
     categorical_kl_terms,
@@ -81,6 +82,8 @@ __all__ = [
     "OnlineDTLoss",
     "RNDLoss",
     "GAILLoss",
+    "DreamerV3ModelLoss",
+    "DreamerV3ValueLoss",
     "RunningMeanStd",
     "MAPPOLoss",
     "IPPOLoss",
