@@ -46,6 +46,15 @@ __all__ = ["A2CLoss"]
 class _ScoreFunctionLoss(PPOLoss):
     """What A2C and REINFORCE share on top of PPOLoss: the score-function term and TorchRL's critic coefficient."""
 
+    @staticmethod
+    def _networks_given(actor_network: Any, critic_network: Any, actor: Any, critic: Any) -> tuple:
+        """``(actor, critic)``: the ``actor=``/``critic=`` aliases win; both are required (``TypeError``)."""
+        actor_network = actor if actor is not None else actor_network
+        critic_network = critic if critic is not None else critic_network
+        if actor_network is None or critic_network is None:
+            raise TypeError("Missing positional arguments actor_network or critic_network.")
+        return actor_network, critic_network
+
     @property
     def _has_critic(self) -> bool:
         return self.critic_coeff is not None
@@ -114,10 +123,7 @@ class A2CLoss(_ScoreFunctionLoss):
         generator: Any = None,
         **kwargs: Any,
     ) -> None:
-        actor_network = actor if actor is not None else actor_network
-        critic_network = critic if critic is not None else critic_network
-        if actor_network is None or critic_network is None:
-            raise TypeError("Missing positional arguments actor_network or critic_network.")
+        actor_network, critic_network = _ScoreFunctionLoss._networks_given(actor_network, critic_network, actor, critic)
         unknown = sorted(set(kwargs) - {"entropy_coef", "critic_coef", "device"})  # (PPOLoss raises on the first two)
         if unknown:
             raise TypeError(f"A2CLoss: unexpected keyword arguments {unknown}")

@@ -45,6 +45,7 @@ from .._backend import device_of, namespace_of
 from .._checks import check_floating, check_min_rank
 from .._validate import check_choice, check_number
 from ..nn.params import stack
+from ..tree import tree_map
 from ._nets import ensemble_apply, make_ensemble
 from .common import LossModule
 from .utils import distance_loss, stop_gradient
@@ -89,6 +90,18 @@ def _same_shape(ref_name: str, ref: Any, **arrays: Any) -> None:
     for name, a in arrays.items():
         if tuple(a.shape) != tuple(ref.shape):
             raise ValueError(f"{name}: expected shape {tuple(ref.shape)} (the shape of {ref_name}), got {tuple(a.shape)}")
+
+
+def _sg_tree(tree: Any) -> Any:
+    """``tree`` with every leaf's tape dropped."""
+    return tree_map(stop_gradient, tree)
+
+
+def _squeeze_last(x: Any, name: str) -> Any:
+    """``[..., 1]`` -> ``[...]`` (``ValueError`` naming ``name`` without the trailing singleton)."""
+    if x.ndim == 0 or x.shape[-1] != 1:
+        raise ValueError(f"{name}: expected a trailing singleton dimension [..., 1], got shape {tuple(x.shape)}")
+    return namespace_of(x).squeeze(x, axis=-1)
 
 
 def _scale(alpha: Any, x: Any) -> Any:

@@ -133,6 +133,19 @@ class LossModule:
         self._forward_value_estimator_keys()
         return self
 
+    def _adopt_actor_keys(self, actor: Any, log_prob_field: str | None, convert: Any = None) -> None:
+        """Take the actor's ``sample_key`` as ``action`` and its ``log_prob_key`` as ``log_prob_field`` (both needed;
+        ``log_prob_field=None``: the sample key alone), each passed through ``convert`` if given."""
+        conv = convert if convert is not None else (lambda k: k)
+        sample_key = getattr(actor, "sample_key", None)
+        if log_prob_field is None:
+            if sample_key is not None:
+                self.set_keys(action=conv(sample_key))
+            return
+        lp_key = getattr(actor, "log_prob_key", None)
+        if lp_key is not None and sample_key is not None:
+            self.set_keys(**{log_prob_field: conv(lp_key), "action": conv(sample_key)})
+
     def _value_estimator_keys(self) -> dict:
         """``{estimator key name: batch key}`` forwarded to the estimator (subclasses map e.g. ``value``)."""
         tk = self.tensor_keys

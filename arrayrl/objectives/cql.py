@@ -73,8 +73,9 @@ from .actor_critic import (
     soft_state_value,
 )
 from .common import LossModule
-from .dqn import _GAMMA_ERROR, _check_common, _steps_key, _trailing
-from .sac import SoftActorCriticBase, _sg_tree
+from .dqn import _trailing
+from .utils import _GAMMA_ERROR, _steps_key, check_loss_args
+from .sac import SoftActorCriticBase, _check_target_entropy, _sg_tree
 from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
 
 __all__ = ["CQLLoss", "DiscreteCQLLoss", "cql_conservative_gap", "discrete_cql_gap", "repeat_interleave"]
@@ -220,14 +221,11 @@ class CQLLoss(SoftActorCriticBase):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, "auto", fixed_alpha=fixed_alpha, delay_actor=delay_actor,
             delay_qvalue=delay_qvalue, max_q_backup=max_q_backup, deterministic_backup=deterministic_backup,
-            with_lagrange=with_lagrange, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
-        if not (target_entropy is None or target_entropy == "auto"):
-            check_number(target_entropy, "target_entropy")
+            with_lagrange=with_lagrange, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat, gamma=gamma)
+        _check_target_entropy(target_entropy)
         self.temperature = float(check_number(temperature, "temperature", low=0.0, low_open=True))
         self.min_q_weight = float(check_number(min_q_weight, "min_q_weight"))
         self.num_random = int(check_number(num_random, "num_random", low=1, integer=True))
@@ -250,10 +248,7 @@ class CQLLoss(SoftActorCriticBase):
             like = tree_leaves(self.params["actor_network"])[0]
             leaf = namespace_of(like).asarray(0.0, dtype=like.dtype, device=device_of(like))
             self.convert_to_functional(None, "log_alpha_prime", params=leaf)
-        self.alpha_init = float(alpha_init)
-        self._target_entropy_arg = target_entropy
-        self._target_entropy_from_event: float | None = None
-        self._action_spec = action_spec
+        self._set_target_entropy(target_entropy, action_spec, alpha_init)
 
     @property
     def lagrange_thresh(self) -> float:
@@ -453,7 +448,7 @@ class DiscreteCQLLoss(LossModule):
             raise TypeError(_GAMMA_ERROR)
         if loss_function is None:
             raise ValueError("loss_function: expected one of ('l1', 'l2', 'smooth_l1'), got None")
-        loss_function, reduction = _check_common(loss_function, reduction, "auto", delay_value=delay_value,
+        loss_function, reduction = check_loss_args(loss_function, reduction, "auto", delay_value=delay_value,
                                                  torchrl_compat=torchrl_compat)
         self.reduction = reduction
         super().__init__()

@@ -40,7 +40,6 @@ from typing import Any, Mapping
 
 from .. import data as _data
 from .._backend import namespace_of
-from .._validate import check_number
 from ..nn.norm import expand_state, stack_states
 from ..tree import tree_flatten, tree_unflatten
 from .actor_critic import (
@@ -52,8 +51,8 @@ from .actor_critic import (
     min_over_critics,
     soft_actor_loss,
 )
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .sac import SoftActorCriticBase, _sg_tree, _squeeze_last
+from .utils import _steps_key, check_loss_args
+from .sac import SoftActorCriticBase, _check_target_entropy, _sg_tree, _squeeze_last
 from .utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["CrossQLoss"]
@@ -104,15 +103,10 @@ class CrossQLoss(SoftActorCriticBase):
                  target_entropy: Any = "auto", gamma: float | None = None, priority_key: Any = None,
                  separate_losses: bool = False, reduction: str | None = None, deactivate_vmap: bool = False,
                  scalar_output_mode: str | None = None, generator: Any = None, torchrl_compat: bool = False) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, "auto", fixed_alpha=fixed_alpha, separate_losses=separate_losses,
-            deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
-        if not (target_entropy is None or target_entropy == "auto"):
-            check_number(target_entropy, "target_entropy")
+            deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
+        _check_target_entropy(target_entropy)
         self.reduction = reduction
         super().__init__()
         self.loss_function = loss_function
@@ -131,13 +125,8 @@ class CrossQLoss(SoftActorCriticBase):
             self._state = expand_state(states[0], self._n) if states[0] else {}
         self._stateful = hasattr(nets[0], "apply_with_state")
         self.next_state: Any = None
-        self.alpha_init = float(alpha_init)
-        self._target_entropy_arg = target_entropy
-        self._target_entropy_from_event: float | None = None
-        self._action_spec = action_spec
-        sample_key = getattr(actor_network, "sample_key", None)
-        if sample_key is not None:
-            self.set_keys(action=sample_key)
+        self._set_target_entropy(target_entropy, action_spec, alpha_init)
+        self._adopt_actor_keys(actor_network, None)
 
     # ---------------------------------------------------------------------------------------- state
     @property

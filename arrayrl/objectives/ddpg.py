@@ -30,12 +30,11 @@ from typing import Any, Mapping
 from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_floating
-from ..tree import tree_map
 from ._nets import keyed_output
-from .actor_critic import bootstrap_target
+from .actor_critic import _sg_tree, _squeeze_last, bootstrap_target
 from .common import LossModule
-from .dqn import _GAMMA_ERROR, _check_common, _steps_key
-from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
+from .utils import (_steps_key, check_loss_args, check_next_value, check_transition, distance_loss, step_mdp,
+                    stop_gradient)
 
 __all__ = ["DDPGLoss", "deterministic_actor_loss", "squared_td_error"]
 
@@ -63,16 +62,6 @@ def squared_td_error(pred: Any, target: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _sg_tree(tree: Any) -> Any:
-    return tree_map(stop_gradient, tree)
-
-
-def _squeeze_last(x: Any, name: str) -> Any:
-    if x.ndim == 0 or x.shape[-1] != 1:
-        raise ValueError(f"{name}: expected a trailing singleton dimension [..., 1], got shape {tuple(x.shape)}")
-    return namespace_of(x).squeeze(x, axis=-1)
-
-
 def _check_keyed(module: Any, what: str) -> None:
     if not (hasattr(module, "apply") and hasattr(module, "in_keys") and hasattr(module, "out_keys")):
         raise TypeError(f"{what}: expected a keyed module (in_keys, out_keys, apply(params, batch)), got "
@@ -153,11 +142,9 @@ class DDPGLoss(LossModule):
         reduction: str | None = None,
         use_prioritized_weights: Any = "auto",
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        loss_function, reduction = _check_common(loss_function, reduction, use_prioritized_weights,
+        loss_function, reduction = check_loss_args(loss_function, reduction, use_prioritized_weights,
                                                  delay_actor=delay_actor, delay_value=delay_value,
-                                                 separate_losses=separate_losses)
+                                                 separate_losses=separate_losses, gamma=gamma)
         _check_keyed(actor_network, "actor_network")
         _check_keyed(value_network, "value_network")
         self.reduction = reduction

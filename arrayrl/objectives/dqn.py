@@ -17,39 +17,14 @@ from typing import Any, Mapping
 from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_min_rank
-from .._validate import check_choice, check_evenly_spaced, check_flag, check_number
+from .._validate import check_choice, check_evenly_spaced, check_number
 from . import functional as F
 from ._nets import action_values, as_keyed, as_qvalue_actor, find_action_space
 from .common import LossModule
-from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
+from .utils import _steps_key  # noqa: F401  (re-exported)
+from .utils import check_loss_args, check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
 
 __all__ = ["DQNLoss", "DistributionalDQNLoss"]
-
-_GAMMA_ERROR = (
-    "Passing gamma / lmbda to the loss constructor is not supported (as in TorchRL); use "
-    "loss.make_value_estimator(value_type, gamma=...)."
-)
-_PRIORITY_KEY_ERROR = "Setting 'priority' via the constructor is deprecated, use .set_keys(priority='some_key') instead."
-
-
-def _check_common(loss_function: str | None, reduction: str | None, use_prioritized_weights: Any = "auto",
-                  **flags: Any) -> tuple[Any, str]:
-    """Validate the constructor arguments every value loss shares (``ValueError``/``TypeError`` naming them):
-    ``reduction``, ``loss_function``, ``use_prioritized_weights`` and the boolean ``flags`` (``delay_value``...)."""
-    reduction = "mean" if reduction is None else reduction
-    check_choice(reduction, "reduction", ("mean", "sum", "none"))
-    if loss_function is not None:  # None: the loss has no distance (DistributionalDQNLoss)
-        check_choice(loss_function, "loss_function", ("l1", "l2", "smooth_l1"))
-    check_choice(use_prioritized_weights, "use_prioritized_weights", ("auto", True, False))
-    for name, value in flags.items():
-        check_flag(value, name)
-    return loss_function, reduction
-
-
-def _steps_key(estimator: Any) -> Any:
-    """The n-step key the value estimator reads (``steps_to_next_obs`` by default)."""
-    return getattr(getattr(estimator, "tensor_keys", None), "steps_to_next_obs", "steps_to_next_obs")
-
 
 def _trailing(x: Any) -> Any:
     """``[*B]`` -> ``[*B, 1]`` (the estimators' value shape)."""
@@ -146,13 +121,9 @@ class DQNLoss(LossModule):
         use_prioritized_weights: str | bool = "auto",
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(loss_function, reduction, use_prioritized_weights,
+        loss_function, reduction = check_loss_args(loss_function, reduction, use_prioritized_weights,
                                                  delay_value=delay_value, double_dqn=double_dqn,
-                                                 torchrl_compat=torchrl_compat)
+                                                 torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
         if double_dqn and not delay_value:
             raise ValueError("double_dqn=True requires delay_value=True.")
         self.reduction = reduction
@@ -274,9 +245,7 @@ class DistributionalDQNLoss(LossModule):
         reduction: str | None = None,
         use_prioritized_weights: str | bool = "auto",
     ) -> None:
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        _, reduction = _check_common(None, reduction, use_prioritized_weights, delay_value=delay_value)
+        _, reduction = check_loss_args(None, reduction, use_prioritized_weights, delay_value=delay_value, priority_key=priority_key)
         check_number(gamma, "gamma", low=0.0, high=1.0)
         self.reduction = reduction
         super().__init__()

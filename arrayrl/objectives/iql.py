@@ -32,17 +32,11 @@ from .._checks import check_floating, check_integer
 from .._validate import check_choice, check_number
 from . import functional as F
 from ._nets import ensemble_apply, keyed_output, make_ensemble
+from .actor_critic import _squeeze_last
 from .common import LossModule
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .utils import check_next_value, check_transition, step_mdp, stop_gradient
+from .utils import _steps_key, check_loss_args, check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["IQLLoss", "DiscreteIQLLoss"]
-
-
-def _squeeze_last(x: Any, name: str) -> Any:
-    if x.ndim == 0 or x.shape[-1] != 1:
-        raise ValueError(f"{name}: expected a trailing singleton dimension [..., 1], got shape {tuple(x.shape)}")
-    return namespace_of(x).squeeze(x, axis=-1)
 
 
 def _check_batch_shape(x: Any, batch_shape: tuple, name: str, what: str) -> None:
@@ -156,12 +150,8 @@ class IQLLoss(LossModule):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(loss_function, reduction, separate_losses=separate_losses,
-                                                 deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
+        loss_function, reduction = check_loss_args(loss_function, reduction, separate_losses=separate_losses,
+                                                 deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
         num_qvalue_nets = check_number(num_qvalue_nets, "num_qvalue_nets", low=1, integer=True)
         check_number(temperature, "temperature", low=0.0, low_open=True)
         check_number(expectile, "expectile", low=0.0, high=1.0, low_open=True, high_open=True)

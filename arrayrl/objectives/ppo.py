@@ -57,7 +57,7 @@ from ..autodiff import stop_gradient
 from . import policy_gradient as PG
 from ._nets import keyed_output
 from .common import LossModule, _coerce_value_type
-from .dqn import _GAMMA_ERROR
+from .utils import _GAMMA_ERROR
 from .value_norm import _AdvantageNormMixin
 
 __all__ = ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss"]
@@ -242,10 +242,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         self.torchrl_compat = bool(torchrl_compat)
         self.generator = generator
         self.functional = functional
-        lp_key = getattr(actor_network, "log_prob_key", None)
-        sample_key = getattr(actor_network, "sample_key", None)
-        if lp_key is not None and sample_key is not None:
-            self.set_keys(sample_log_prob=_untuple(lp_key), action=_untuple(sample_key))
+        self._adopt_actor_keys(actor_network, "sample_log_prob", _untuple)
 
     # -------------------------------------------------------------------------------------------- keys / outputs
     @property

@@ -50,8 +50,8 @@ from .actor_critic import (
     ensemble_td_error,
     soft_state_value,
 )
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .sac import SoftActorCriticBase, _sg_tree, _squeeze_last
+from .utils import _steps_key, check_loss_args
+from .sac import SoftActorCriticBase, _check_target_entropy, _sg_tree, _squeeze_last
 from .utils import check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["REDQLoss", "redq_temperature_loss"]
@@ -155,13 +155,9 @@ class REDQLoss(SoftActorCriticBase):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, "auto", fixed_alpha=fixed_alpha, delay_qvalue=delay_qvalue, gSDE=gSDE,
-            separate_losses=separate_losses, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
+            separate_losses=separate_losses, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
         if gSDE:
             raise NotImplementedError("gSDE: arrayrl has no gSDE exploration; REDQLoss needs gSDE=False")
         n = check_number(num_qvalue_nets, "num_qvalue_nets", low=1, integer=True)
@@ -175,8 +171,7 @@ class REDQLoss(SoftActorCriticBase):
             min_alpha = 0.1 if torchrl_compat else None
         if max_alpha is _DEFAULT:
             max_alpha = 10.0 if torchrl_compat else None
-        if not (target_entropy is None or target_entropy == "auto"):
-            check_number(target_entropy, "target_entropy")
+        _check_target_entropy(target_entropy)
         self.reduction = reduction
         super().__init__()
         self.loss_function = loss_function
@@ -188,14 +183,8 @@ class REDQLoss(SoftActorCriticBase):
                     temperature=_NoProjectTemperature(alpha_init, min_alpha, max_alpha, fixed_alpha),
                     generator=generator, reduction=reduction, scalar_output_mode=scalar_output_mode,
                     deactivate_vmap=deactivate_vmap)
-        self.alpha_init = float(alpha_init)
-        self._target_entropy_arg = target_entropy
-        self._target_entropy_from_event: float | None = None
-        self._action_spec = action_spec
-        lp_key = getattr(actor_network, "log_prob_key", None)
-        sample_key = getattr(actor_network, "sample_key", None)
-        if lp_key is not None and sample_key is not None:
-            self.set_keys(sample_log_prob=lp_key, action=sample_key)
+        self._set_target_entropy(target_entropy, action_spec, alpha_init)
+        self._adopt_actor_keys(actor_network, "sample_log_prob")
 
     # ---------------------------------------------------------------------------------------- keys
     def _in_keys(self) -> list:

@@ -69,10 +69,7 @@ class ReinforceLoss(_ScoreFunctionLoss):
         clip_value: float | None = None,
         torchrl_compat: bool = False,
     ) -> None:
-        actor_network = actor if actor is not None else actor_network
-        critic_network = critic if critic is not None else critic_network
-        if actor_network is None or critic_network is None:
-            raise TypeError("Missing positional arguments actor_network or critic_network.")
+        actor_network, critic_network = _ScoreFunctionLoss._networks_given(actor_network, critic_network, actor, critic)
         if not functional and delay_value:
             raise RuntimeError("delay_value and ~functional are incompatible, as delayed value currently relies on "
                                "functional calls.")

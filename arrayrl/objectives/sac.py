@@ -59,11 +59,12 @@ from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_floating
 from .._validate import check_number
-from ..tree import tree_map
 from . import functional as F
 from ._nets import keyed_output
 from .actor_critic import (
     ActorCriticLoss,
+    _sg_tree,
+    _squeeze_last,
     EntropyTemperature,
     auto_target_entropy,
     bootstrap_target,
@@ -76,20 +77,10 @@ from .actor_critic import (
     soft_actor_loss,
     soft_state_value,
 )
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .utils import check_next_value, check_transition, distance_loss, step_mdp, stop_gradient
+from .utils import (_steps_key, check_loss_args, check_next_value, check_transition, distance_loss, step_mdp,
+                    stop_gradient)
 
 __all__ = ["SACLoss", "DiscreteSACLoss"]
-
-
-def _sg_tree(tree: Any) -> Any:
-    return tree_map(stop_gradient, tree)
-
-
-def _squeeze_last(x: Any, name: str) -> Any:
-    if x.ndim == 0 or x.shape[-1] != 1:
-        raise ValueError(f"{name}: expected a trailing singleton dimension [..., 1], got shape {tuple(x.shape)}")
-    return namespace_of(x).squeeze(x, axis=-1)
 
 
 def _expand_like(mask: Any, x: Any) -> Any:
@@ -131,6 +122,12 @@ def _actor_critic_in_keys(loss: Any) -> list:
             *[("next",) + _data.unravel_key(k) for k in actor_in], *nets["qvalue_network"].in_keys]
 
 
+def _check_target_entropy(target_entropy: Any) -> None:
+    """``target_entropy``: ``"auto"``, ``None`` or a number."""
+    if not (target_entropy is None or target_entropy == "auto"):
+        check_number(target_entropy, "target_entropy")
+
+
 class SoftActorCriticBase(ActorCriticLoss):
     """What SAC, REDQ, CrossQ, TQC and CQL share on top of :class:`ActorCriticLoss`: the target entropy
     (``"auto"`` from the action spec), the data-action check, the critic call ``Q_i(s, a)`` and the bootstrapped
@@ -139,6 +136,13 @@ class SoftActorCriticBase(ActorCriticLoss):
     _target_entropy_from_event: float | None = None  # "auto" without a spec: -|event| of the policy, at the 1st call
 
     # ---------------------------------------------------------------------------------------- target entropy
+    def _set_target_entropy(self, target_entropy: Any, action_spec: Any, alpha_init: float) -> None:
+        """Keep ``target_entropy`` (resolved lazily by :attr:`target_entropy`), ``action_spec`` and ``alpha_init``."""
+        self.alpha_init = float(alpha_init)
+        self._target_entropy_arg = target_entropy
+        self._target_entropy_from_event = None
+        self._action_spec = action_spec
+
     @property
     def target_entropy(self) -> float | None:
         """``H_target``: the number given, or ``"auto"`` resolved from ``action_spec`` (else the actor's ``spec``)
@@ -264,16 +268,11 @@ class SACLoss(SoftActorCriticBase):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, use_prioritized_weights, fixed_alpha=fixed_alpha, delay_actor=delay_actor,
             delay_qvalue=delay_qvalue, delay_value=delay_value, separate_losses=separate_losses,
-            skip_done_states=skip_done_states, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
-        if not (target_entropy is None or target_entropy == "auto"):
-            check_number(target_entropy, "target_entropy")
+            skip_done_states=skip_done_states, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
+        _check_target_entropy(target_entropy)
         self.reduction = reduction
         super().__init__()
         self.loss_function = loss_function
@@ -290,14 +289,8 @@ class SACLoss(SoftActorCriticBase):
                     deactivate_vmap=deactivate_vmap)
         if value_network is not None:
             self.convert_to_functional(value_network, "value_network", create_target_params=self.delay_value)
-        self.alpha_init = float(alpha_init)
-        self._target_entropy_arg = target_entropy
-        self._target_entropy_from_event: float | None = None
-        self._action_spec = action_spec
-        lp_key = getattr(actor_network, "log_prob_key", None)
-        sample_key = getattr(actor_network, "sample_key", None)
-        if lp_key is not None and sample_key is not None:
-            self.set_keys(log_prob=lp_key, action=sample_key)
+        self._set_target_entropy(target_entropy, action_spec, alpha_init)
+        self._adopt_actor_keys(actor_network, "log_prob")
 
     # ---------------------------------------------------------------------------------------- keys
     def _all_out_keys(self) -> list:
@@ -473,14 +466,10 @@ class DiscreteSACLoss(ActorCriticLoss):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, use_prioritized_weights, fixed_alpha=fixed_alpha, delay_qvalue=delay_qvalue,
             separate_losses=separate_losses, skip_done_states=skip_done_states, deactivate_vmap=deactivate_vmap,
-            torchrl_compat=torchrl_compat)
+            torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
         if action_space is None:
             warnings.warn("action_space was not specified. DiscreteSACLoss will default to 'one-hot'.", stacklevel=2)
             action_space = "one_hot"

@@ -54,8 +54,7 @@ from ._nets import ensemble_apply, make_ensemble
 from .actor_critic import bootstrap_target, critic_ensemble_loss, ensemble_td_error, min_over_critics
 from .common import LossModule
 from .ddpg import _check_keyed, _sg_tree, _squeeze_last, deterministic_actor_loss
-from .dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key
-from .utils import check_next_value, check_transition, step_mdp, stop_gradient
+from .utils import _steps_key, check_loss_args, check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["TD3Loss", "TD3BCLoss", "target_policy_noise", "smoothed_target_action", "noise_scale",
            "td3_bc_actor_loss"]
@@ -282,24 +281,10 @@ class TD3Loss(LossModule):
         generator: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        self._setup(actor_network, qvalue_network, action_spec=action_spec, bounds=bounds,
-                    num_qvalue_nets=num_qvalue_nets, policy_noise=policy_noise, noise_clip=noise_clip,
-                    loss_function=loss_function, delay_actor=delay_actor, delay_qvalue=delay_qvalue,
-                    priority_key=priority_key, separate_losses=separate_losses, reduction=reduction,
-                    deactivate_vmap=deactivate_vmap, use_prioritized_weights=use_prioritized_weights,
-                    generator=generator, torchrl_compat=torchrl_compat)
-
-    def _setup(self, actor_network: Any, qvalue_network: Any, *, action_spec: Any, bounds: Any,
-               num_qvalue_nets: int, policy_noise: float, noise_clip: float, loss_function: str, delay_actor: bool,
-               delay_qvalue: bool, priority_key: Any, separate_losses: bool, reduction: str | None,
-               deactivate_vmap: bool, use_prioritized_weights: Any, generator: Any, torchrl_compat: bool) -> None:
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, reduction = _check_common(
+        loss_function, reduction = check_loss_args(
             loss_function, reduction, use_prioritized_weights, delay_actor=delay_actor, delay_qvalue=delay_qvalue,
-            separate_losses=separate_losses, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat)
+            separate_losses=separate_losses, deactivate_vmap=deactivate_vmap, torchrl_compat=torchrl_compat,
+            gamma=gamma, priority_key=priority_key)
         self.num_qvalue_nets = check_number(num_qvalue_nets, "num_qvalue_nets", low=1, integer=True)
         self.policy_noise = float(check_number(policy_noise, "policy_noise", low=0.0))
         self.noise_clip = float(check_number(noise_clip, "noise_clip", low=0.0))
@@ -511,12 +496,12 @@ class TD3BCLoss(TD3Loss):
         torchrl_compat: bool = False,
     ) -> None:
         self.alpha = float(check_number(alpha, "alpha", low=0.0))
-        self._setup(actor_network, qvalue_network, action_spec=action_spec, bounds=bounds,
-                    num_qvalue_nets=num_qvalue_nets, policy_noise=policy_noise, noise_clip=noise_clip,
-                    loss_function=loss_function, delay_actor=delay_actor, delay_qvalue=delay_qvalue,
-                    priority_key=priority_key, separate_losses=separate_losses, reduction=reduction,
-                    deactivate_vmap=deactivate_vmap, use_prioritized_weights=use_prioritized_weights,
-                    generator=generator, torchrl_compat=torchrl_compat)
+        super().__init__(actor_network, qvalue_network, action_spec=action_spec, bounds=bounds,
+                         num_qvalue_nets=num_qvalue_nets, policy_noise=policy_noise, noise_clip=noise_clip,
+                         loss_function=loss_function, delay_actor=delay_actor, delay_qvalue=delay_qvalue,
+                         priority_key=priority_key, separate_losses=separate_losses, reduction=reduction,
+                         deactivate_vmap=deactivate_vmap, use_prioritized_weights=use_prioritized_weights,
+                         generator=generator, torchrl_compat=torchrl_compat)
 
     def _actor_terms(self, params: dict, batch: Mapping, weights: Any) -> tuple:
         """``(loss_actor, metadata, pi(s))``: ``reduce(-lmbd Q_sg_0(s, pi(s)) + bc)``."""

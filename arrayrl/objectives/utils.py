@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .._backend import is_taped, namespace_of
 from .._checks import check_array
-from .._validate import batch_entry, check_number
+from .._validate import batch_entry, check_choice, check_flag, check_number
 from .. import data as _data
 from ..ops import smooth_l1
 from ..tree import tree_map
@@ -41,12 +41,45 @@ __all__ = [
     "check_transition",
     "check_next_value",
     "stop_gradient",
+    "check_loss_args",
     "ValueEstimators",
     "default_value_kwargs",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _DISTANCES = ("l1", "l2", "smooth_l1")
+
+_GAMMA_ERROR = (
+    "Passing gamma / lmbda to the loss constructor is not supported (as in TorchRL); use "
+    "loss.make_value_estimator(value_type, gamma=...)."
+)
+_PRIORITY_KEY_ERROR = "Setting 'priority' via the constructor is deprecated, use .set_keys(priority='some_key') instead."
+
+
+def check_loss_args(loss_function: str | None, reduction: str | None, use_prioritized_weights: Any = "auto", *,
+                    gamma: Any = None, priority_key: Any = None, **flags: Any) -> tuple[Any, str]:
+    """Validate the constructor arguments every value loss shares, in this order: ``gamma`` and ``priority_key``
+    (``TypeError``: TorchRL's deprecated constructor arguments, ``None`` for a loss without them), ``reduction``
+    (``None`` -> ``"mean"``), ``loss_function`` (``None``: the loss has no distance), ``use_prioritized_weights`` and
+    the boolean ``flags`` (``delay_value=...``), each error naming the argument. Returns
+    ``(loss_function, reduction)``."""
+    if gamma is not None:
+        raise TypeError(_GAMMA_ERROR)
+    if priority_key is not None:
+        raise TypeError(_PRIORITY_KEY_ERROR)
+    reduction = "mean" if reduction is None else reduction
+    check_choice(reduction, "reduction", _REDUCTIONS)
+    if loss_function is not None:
+        check_choice(loss_function, "loss_function", _DISTANCES)
+    check_choice(use_prioritized_weights, "use_prioritized_weights", ("auto", True, False))
+    for name, value in flags.items():
+        check_flag(value, name)
+    return loss_function, reduction
+
+
+def _steps_key(estimator: Any) -> Any:
+    """The n-step key the value estimator reads (``steps_to_next_obs`` by default)."""
+    return getattr(getattr(estimator, "tensor_keys", None), "steps_to_next_obs", "steps_to_next_obs")
 
 
 def __getattr__(name: str) -> Any:  # re-exports resolved lazily (arrayrl.value sits in a sibling layer)

@@ -19,6 +19,7 @@ loop; only the networks of the actor and the update differ. This module holds th
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -45,6 +46,17 @@ def make_envs(env_id: str, num_envs: int, algo: str):
         envs.close()
         raise ValueError(f"{env_id}: {algo} needs a bounded continuous (Box) action space, got {space}")
     return envs
+
+
+def continuous_setup(opts: Any, name: str, algo: str, xp: Any, device: Any) -> tuple:
+    """``(out_dir, envs, rollout, n_obs, low, high)``: the run's folder (``opts.out``, else
+    ``runs/<name>-seed<seed>``), ``opts.num_envs`` environments with their :class:`VectorRollout`, the observation
+    size and the action bounds."""
+    out_dir = opts.out or os.path.join("runs", f"{name}-seed{opts.seed}")
+    envs = make_envs(opts.env_id, opts.num_envs, algo)
+    rollout = VectorRollout(envs, xp=xp, device=device)
+    low, high = action_bounds(envs)
+    return out_dir, envs, rollout, envs.single_observation_space.shape[0], low, high
 
 
 def action_bounds(envs: Any) -> tuple[np.ndarray, np.ndarray]:

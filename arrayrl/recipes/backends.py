@@ -10,7 +10,7 @@ import numpy as np
 
 from .._backend import namespace_of
 
-__all__ = ["BACKENDS", "resolve_backend", "cpu_threads"]
+__all__ = ["BACKENDS", "resolve_backend", "cpu_threads", "run_on_backend"]
 
 BACKENDS = ("numpy", "torch", "cupy")
 
@@ -56,3 +56,11 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     finally:
         if torch is not None:
             torch.set_num_threads(old)
+
+
+def run_on_backend(opts: Any, train_fn: Any) -> Any:
+    """``train_fn(opts, xp, device)`` on ``opts.backend`` / ``opts.device`` with ``opts.threads`` CPU threads (the
+    backend is resolved first: it imports torch/cupy, whose thread count :func:`cpu_threads` then sets)."""
+    xp, device = resolve_backend(opts.backend, opts.device)
+    with cpu_threads(opts.threads):
+        return train_fn(opts, xp, device)

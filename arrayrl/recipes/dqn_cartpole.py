@@ -28,7 +28,7 @@ from .. import Generator
 from ..nn import MLP, QValueActor
 from ..objectives import DQNLoss, SoftUpdate
 from ..optim import Adam
-from .backends import cpu_threads, resolve_backend
+from .backends import run_on_backend
 from .buffer import ReplayBuffer
 from .logging import Reference, RunLogger, Summary
 from .rollout import VectorRollout
@@ -80,9 +80,7 @@ def make_envs(opts: Options):
 
 def train(opts: Options) -> Summary:
     """Run the recipe; returns the :class:`~arrayrl.recipes.logging.Summary` (also printed)."""
-    xp, device = resolve_backend(opts.backend, opts.device)  # (imports torch/cupy first: cpu_threads sets torch's)
-    with cpu_threads(opts.threads):
-        return _train(opts, xp, device)
+    return run_on_backend(opts, _train)
 
 
 def _train(opts: Options, xp: Any, device: Any) -> Summary:

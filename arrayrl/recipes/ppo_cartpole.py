@@ -39,7 +39,7 @@ from ..nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator
 from ..objectives import ClipPPOLoss
 from ..optim import Adam, clip_grad_norm
 from ..value import GAE
-from .backends import cpu_threads, resolve_backend
+from .backends import run_on_backend
 from .logging import Reference, RunLogger, Summary
 from .rollout import VectorRollout
 
@@ -105,9 +105,7 @@ def _stack_time(steps: list, xp: Any) -> dict:
 
 def train(opts: Options) -> Summary:
     """Run the recipe; returns the :class:`~arrayrl.recipes.logging.Summary` (also printed)."""
-    xp, device = resolve_backend(opts.backend, opts.device)
-    with cpu_threads(opts.threads):
-        return _train(opts, xp, device)
+    return run_on_backend(opts, _train)
 
 
 def _train(opts: Options, xp: Any, device: Any) -> Summary:

@@ -35,7 +35,6 @@ after the actor step).
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from .. import Generator
@@ -44,10 +43,9 @@ from ..distributions import TanhNormal
 from ..nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, Sequential
 from ..objectives import SACLoss, SoftUpdate
 from ..optim import Adam
-from ._continuous import action_bounds, make_envs, off_policy_loop, qvalue_network, update_subtree
-from .backends import cpu_threads, resolve_backend
+from ._continuous import continuous_setup, off_policy_loop, qvalue_network, update_subtree
+from .backends import run_on_backend
 from .logging import Reference, Summary
-from .rollout import VectorRollout
 
 NAME = "sac-pendulum"
 # CleanRL publishes no Pendulum-v1 result for sac_continuous_action.py: the issue's target is the reference line
@@ -109,17 +107,11 @@ def make_actor(opts: Options, n_obs: int, low: Any, high: Any, generator: Any, x
 
 def train(opts: Options) -> Summary:
     """Run the recipe; returns the :class:`~arrayrl.recipes.logging.Summary` (also printed)."""
-    xp, device = resolve_backend(opts.backend, opts.device)
-    with cpu_threads(opts.threads):
-        return _train(opts, xp, device)
+    return run_on_backend(opts, _train)
 
 
 def _train(opts: Options, xp: Any, device: Any) -> Summary:
-    out_dir = opts.out or os.path.join("runs", f"{NAME}-seed{opts.seed}")
-    envs = make_envs(opts.env_id, opts.num_envs, "SAC")
-    rollout = VectorRollout(envs, xp=xp, device=device)
-    n_obs = envs.single_observation_space.shape[0]
-    low, high = action_bounds(envs)
+    out_dir, envs, rollout, n_obs, low, high = continuous_setup(opts, NAME, "SAC", xp, device)
     n_act = int(low.shape[0])
 
     # actor, two critics, SAC v2 loss with target critics, one optimiser per network (CleanRL's)

@@ -27,7 +27,6 @@ Networks (CleanRL's): actor ``obs -> 256 -> 256 -> A`` (ReLU), ``tanh`` rescaled
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 from .. import Generator
@@ -35,10 +34,9 @@ from .._backend import namespace_of
 from ..nn import MLP, KeyedModule, Sequential
 from ..objectives import SoftUpdate, TD3Loss
 from ..optim import Adam
-from ._continuous import action_bounds, make_envs, off_policy_loop, qvalue_network, update_subtree
-from .backends import cpu_threads, resolve_backend
+from ._continuous import continuous_setup, off_policy_loop, qvalue_network, update_subtree
+from .backends import run_on_backend
 from .logging import Reference, Summary
-from .rollout import VectorRollout
 
 NAME = "td3-pendulum"
 # CleanRL publishes no Pendulum-v1 result for td3_continuous_action.py: the issue's target is the reference line
@@ -89,17 +87,11 @@ def make_actor(opts: Options, n_obs: int, low: Any, high: Any, generator: Any, x
 
 def train(opts: Options) -> Summary:
     """Run the recipe; returns the :class:`~arrayrl.recipes.logging.Summary` (also printed)."""
-    xp, device = resolve_backend(opts.backend, opts.device)
-    with cpu_threads(opts.threads):
-        return _train(opts, xp, device)
+    return run_on_backend(opts, _train)
 
 
 def _train(opts: Options, xp: Any, device: Any) -> Summary:
-    out_dir = opts.out or os.path.join("runs", f"{NAME}-seed{opts.seed}")
-    envs = make_envs(opts.env_id, opts.num_envs, "TD3")
-    rollout = VectorRollout(envs, xp=xp, device=device)
-    n_obs = envs.single_observation_space.shape[0]
-    low, high = action_bounds(envs)
+    out_dir, envs, rollout, n_obs, low, high = continuous_setup(opts, NAME, "TD3", xp, device)
     n_act = int(low.shape[0])
 
     # actor, two critics, TD3 loss with target actor and critics, one optimiser per network (CleanRL's)

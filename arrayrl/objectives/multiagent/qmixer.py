@@ -17,8 +17,8 @@ from ...nn.multiagent import Mixer
 from .. import functional as F
 from .._nets import action_values, as_qvalue_actor, find_action_space
 from ..common import LossModule
-from ..dqn import _GAMMA_ERROR, _PRIORITY_KEY_ERROR, _check_common, _steps_key, _trailing
-from ..utils import check_next_value, check_transition, step_mdp, stop_gradient
+from ..dqn import _trailing
+from ..utils import _steps_key, check_loss_args, check_next_value, check_transition, step_mdp, stop_gradient
 
 __all__ = ["QMixerLoss"]
 
@@ -116,11 +116,7 @@ class QMixerLoss(LossModule):
         priority_key: Any = None,
         torchrl_compat: bool = False,
     ) -> None:
-        if gamma is not None:
-            raise TypeError(_GAMMA_ERROR)
-        if priority_key is not None:
-            raise TypeError(_PRIORITY_KEY_ERROR)
-        loss_function, _ = _check_common(loss_function, None, delay_value=delay_value, torchrl_compat=torchrl_compat)
+        loss_function, _ = check_loss_args(loss_function, None, delay_value=delay_value, torchrl_compat=torchrl_compat, gamma=gamma, priority_key=priority_key)
         super().__init__()
         self.loss_function = loss_function
         self.delay_value = delay_value
