@@ -27,6 +27,7 @@ from .multiagent import QMixer, VDNMixer
 from .norm import BatchNorm1d, BatchRenorm1d, NormMLP, StatefulValueOperator
 from .recurrent import DreamerV3BlockGRU, DreamerV3BlockGRUCell, GRUCell, RMSNorm
 from .rssm import RSSMPosteriorV3, RSSMPriorV3
+from .rssm_v1 import DreamerActor, RSSMPosterior, RSSMPrior, RSSMRollout, StochasticKeyedModule
 from . import params as _params
 from .params import (
     cast_params,
@@ -59,6 +60,11 @@ __all__ = [
     "DreamerV3BlockGRU",
     "RSSMPriorV3",
     "RSSMPosteriorV3",
+    "RSSMPrior",
+    "RSSMPosterior",
+    "RSSMRollout",
+    "DreamerActor",
+    "StochasticKeyedModule",
     "QMixer",
     "VDNMixer",
     "Linear",

@@ -11,6 +11,7 @@ from .common import LossModule
 from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .gail import GAILLoss
+from .dreamer import DreamerActorLoss, DreamerEnv, DreamerModelLoss, DreamerValueLoss
 from .dreamer_v3 import DreamerV3ModelLoss, DreamerV3ValueLoss
 from .dreamer_utils import (
     categorical_kl_balanced,
@@ -82,6 +83,10 @@ __all__ = [
     "OnlineDTLoss",
     "RNDLoss",
     "GAILLoss",
+    "DreamerModelLoss",
+    "DreamerActorLoss",
+    "DreamerValueLoss",
+    "DreamerEnv",
     "DreamerV3ModelLoss",
     "DreamerV3ValueLoss",
     "RunningMeanStd",
