@@ -23,8 +23,7 @@ from torchrl.objectives.value import GAE as TGAE  # noqa: E402
 
 from test_ppo_torchrl import CLASSES as PPO_CLASSES  # noqa: E402  (tests/objectives is on sys.path)
 from test_ppo_torchrl import (  # noqa: E402
-    ATOL, B, NOBS, RTOL, T, _actors, _check_outputs, _copy_weights, _float64, _grads_all, _perturb, _rollout, _run,
-    _tree)
+    ATOL, B, NOBS, RTOL, T, _actors, _check_outputs, _copy_weights, _grads_all, _rollout, _run, _tree)
 
 from arrayrl.interop import from_tensordict  # noqa: E402
 from arrayrl.nn import MLP, ValueOperator  # noqa: E402
@@ -32,9 +31,10 @@ from arrayrl.objectives import SoftUpdate  # noqa: E402
 from arrayrl.objectives.a2c import A2CLoss  # noqa: E402
 from arrayrl.objectives.reinforce import ReinforceLoss  # noqa: E402
 from arrayrl.objectives.value_norm import PercentileValueNorm, PopArtValueNorm  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import perturb  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
-_ = _float64  # the autouse float64 fixture of the PPO cross-validation
 NA = 2
 CLASSES = {"a2c": (TO.A2CLoss, A2CLoss), "reinforce": (TO.ReinforceLoss, ReinforceLoss)}
 
@@ -82,7 +82,7 @@ def test_a2c_reinforce_vs_torchrl(cls, kind, pre, cc, cv, red, mask):
         td = _precompute(td)
         if cv is not None:
             td["state_value"] = torch.randn(B, T, 1)  # V_old for the clip
-    _perturb(tl.actor_network_params, 0.5)
+    perturb(tl.actor_network_params, scale=0.5)
     _copy_weights(tl, al, prefix)
     noise = (1, B, T, NA) if kind == "tanh" and cls == "a2c" else None  # Monte-Carlo entropy: TorchRL's draws
     tout, aout, grads, _ = _run(tl, al, td, noise=noise)
@@ -97,7 +97,7 @@ def test_estimators_inside_forward_vs_torchrl(cls, est):
     tl, al, tactor, prefix = _pair(cls, "independent", {})
     tl.make_value_estimator(est, gamma=0.9, **hp)
     al.make_value_estimator(est, gamma=0.9, **hp)
-    _perturb(tl.actor_network_params, 0.3)
+    perturb(tl.actor_network_params, scale=0.3)
     _copy_weights(tl, al, prefix)
     tout, aout, grads, _ = _run(tl, al, _rollout(tactor))
     _check_outputs(tout, aout)
@@ -132,7 +132,7 @@ def _advantage_norm_vs_torchrl(cls, norm, kw=None, akw=None):
             td = _precompute(td)
             tl.train()
             al.train()
-        _perturb(tl.actor_network_params, 0.2)
+        perturb(tl.actor_network_params, scale=0.2)
         _copy_weights(tl, al, prefix)
         tl.zero_grad()
         tout, aout, grads, _ = _run(tl, al, td)
@@ -152,7 +152,7 @@ def test_a2c_advantage_norm_vs_torchrl(norm):
 
 def test_reinforce_delay_value_vs_torchrl():
     tl, al, tactor, prefix = _pair("reinforce", "categorical", {"delay_value": True})
-    _perturb(tl.critic_network_params, 0.3)  # the online critic moves away from the target
+    perturb(tl.critic_network_params, scale=0.3)  # the online critic moves away from the target
     _copy_weights(tl, al, prefix)
     al.target_params = {"critic_network": _tree(tl.target_critic_network_params)}
     tout, aout, grads, _ = _run(tl, al, _rollout(tactor))

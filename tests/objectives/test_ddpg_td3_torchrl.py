@@ -10,6 +10,7 @@ masks, ensemble sizes and deactivate_vmap."""
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pytest
@@ -27,88 +28,23 @@ from torchrl.modules import ValueOperator as TVO  # noqa: E402
 from arrayrl.data import unravel_key  # noqa: E402
 from arrayrl.interop import from_tensordict  # noqa: E402
 from arrayrl.nn import MLP, KeyedModule, ValueOperator  # noqa: E402
-from arrayrl.nn.params import flatten_params, unflatten_params  # noqa: E402
 from arrayrl.objectives.ddpg import DDPGLoss  # noqa: E402
 from arrayrl.objectives.td3 import TD3BCLoss, TD3Loss  # noqa: E402
+from arrayrl.nn.params import flatten_params  # noqa: E402
 from arrayrl.random import Generator  # noqa: E402
+from tests.objectives.torchrl_helpers import Comparer, Recorder  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import perturb as _perturb  # noqa: E402
+from tests.objectives.torchrl_helpers import torch_tree as _tree  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
 RTOL, ATOL = 1e-10, 1e-12
 B, NOBS, NA = 6, 3, 2
-MAX_ERR: dict = {}  # worst relative error seen per quantity (printed by the last test)
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _flat(td, prefix=""):
-    out = {}
-    for k, v in td.flatten_keys(".").items():
-        name = ".".join(p for p in k.split(".") if p != "module")
-        if name.startswith(prefix):
-            out[name[len(prefix):]] = v
-    return out
-
-
-def _tree(td, prefix=""):
-    return unflatten_params({k: v.detach().numpy().copy() for k, v in _flat(td, prefix).items()})
-
-
-def _perturb(*tds):
-    with torch.no_grad():
-        for td in tds:
-            for p in td.values(True, True):
-                p.add_(0.1 * torch.randn_like(p))
-
-
-def _close(got, want, what):
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
-    err = float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-3))) if got.size else 0.0
-    kind = what.split(".")[0].split("[")[0]
-    MAX_ERR[kind] = max(MAX_ERR.get(kind, 0.0), err)
-
-
-def _compare_grads(tparams, agrads, name):
-    flat_t = _flat(tparams)
-    flat_a = flatten_params(agrads)
-    assert sorted(flat_t) == sorted(flat_a), (sorted(flat_t), sorted(flat_a))
-    for k, p in flat_t.items():
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-        _close(flat_a[k], g, f"grad_{name}.{k}")
-
-
-def _outputs(out, aout):
-    keys = sorted(out.keys())
-    assert sorted(aout) == keys, (sorted(aout), keys)
-    for k in keys:
-        _close(aout[k], out.get(k).detach().numpy(), f"out[{k}]")
-
-
-class _RecordRandn:
-    """Record torch.randn_like draws (TD3's target-policy noise) during a TorchRL call."""
-
-    def __enter__(self):
-        self.draws, self._orig = [], torch.randn_like
-
-        def rec(*a, **k):
-            x = self._orig(*a, **k)
-            self.draws.append(x.detach().numpy().copy())
-            return x
-
-        torch.randn_like = rec
-        return self
-
-    def __exit__(self, *exc):
-        torch.randn_like = self._orig
+CMP = Comparer(RTOL, ATOL, shapes=True)
+MAX_ERR, _close, _compare_grads, _outputs = CMP.max_err, CMP.close, CMP.grads, CMP.outputs  # MAX_ERR: worst seen
+#: torch.randn_like draws (TD3's target-policy noise)
+_RecordRandn = partial(Recorder, normal=False, randn_like=True)
 
 
 def _nets():

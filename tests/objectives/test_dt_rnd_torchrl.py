@@ -13,7 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
-import torch.distributions.normal as _tdn  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from tensordict.nn import NormalParamExtractor as TNPE  # noqa: E402
 from tensordict.nn import TensorDictModule  # noqa: E402
@@ -30,80 +29,23 @@ from torchrl.objectives.rnd import RNDLoss as TRND  # noqa: E402
 from arrayrl.distributions import IndependentNormal, TanhNormal  # noqa: E402
 from arrayrl.interop import from_tensordict  # noqa: E402
 from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor  # noqa: E402
-from arrayrl.nn.params import flatten_params, unflatten_params  # noqa: E402
 from arrayrl.objectives.decision_transformer import DTLoss, OnlineDTLoss  # noqa: E402
 from arrayrl.objectives.rnd import RNDLoss, RunningMeanStd  # noqa: E402
+from arrayrl.nn.params import unflatten_params  # noqa: E402
 from arrayrl.random import Generator  # noqa: E402
+from tests.objectives.torchrl_helpers import Comparer  # noqa: E402
+from tests.objectives.torchrl_helpers import Recorder as _Recorder  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import torch_flat as _flat  # noqa: E402
+from tests.objectives.torchrl_helpers import torch_tree as _tree  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
 RTOL, ATOL = 1e-10, 1e-12
 B, T, F, A, D = 3, 4, 3, 2, 5
-MAX_ERR: dict = {}
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _flat(td, prefix=""):
-    out = {}
-    for k, v in td.flatten_keys(".").items():
-        name = ".".join(p for p in k.split(".") if p != "module")
-        if name.startswith(prefix):
-            out[name[len(prefix):]] = v
-    return out
-
-
-def _tree(td, prefix=""):
-    return unflatten_params({k: v.detach().numpy().copy() for k, v in _flat(td, prefix).items()})
-
-
-def _close(got, want, what):
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
-    err = float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-3))) if got.size else 0.0
-    kind = what.split(".")[0].split("[")[0]
-    MAX_ERR[kind] = max(MAX_ERR.get(kind, 0.0), err)
-
-
-def _compare_grads(tparams, agrads, name):
-    flat_a = flatten_params(agrads)
-    assert sorted(tparams) == sorted(flat_a), (sorted(tparams), sorted(flat_a))
-    for k, p in tparams.items():
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-        _close(flat_a[k], g, f"grad_{name}.{k}")
-
-
-def _outputs(out, aout, keys=None):
-    keys = sorted(out.keys()) if keys is None else keys
-    if keys is None or keys == sorted(out.keys()):
-        assert sorted(aout) == keys, (sorted(aout), keys)
-    for k in keys:
-        want = out.get(k)
-        want = want.detach().numpy() if isinstance(want, torch.Tensor) else np.asarray(getattr(want, "data", want))
-        _close(aout[k], want, f"out[{k}]")
-
-
-class _Recorder:
-    def __enter__(self):
-        self.draws, self._orig = [], _tdn._standard_normal
-
-        def rec(*a, **k):
-            x = self._orig(*a, **k)
-            self.draws.append(x.detach().numpy().copy())
-            return x
-
-        _tdn._standard_normal = rec
-        return self
-
-    def __exit__(self, *exc):
-        _tdn._standard_normal = self._orig
+CMP = Comparer(RTOL, ATOL)
+MAX_ERR, _close, _outputs = CMP.max_err, CMP.close, CMP.outputs  # MAX_ERR: worst relative error seen
+_compare_grads = CMP.flat_grads  # on {name: TorchRL parameter}
 
 
 def _sequence_td(masks=()):

@@ -20,7 +20,8 @@ import pytest
 
 import arrayrl.objectives as O
 from arrayrl.distributions import Categorical, TanhNormal
-from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, ValueOperator
+from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator
+from tests.objectives.torchrl_helpers import normal_actor
 
 GAMMA, N_STEPS, B = 0.9, 3, 7
 MASK = np.array([True, False, True, True, False, True, False])[:, None]
@@ -30,10 +31,7 @@ TERMS = ("loss_actor", "loss_qvalue", "loss_value")
 def _loss(discrete, **kw):
     nobs, nA = 3, 2 if discrete is None else 4
     if discrete is None:
-        net, ext = MLP(in_features=nobs, out_features=2 * nA, num_cells=[8]), NormalParamExtractor()
-        module = KeyedModule(lambda p, o: ext.apply({}, net.apply(p, o)), params=net.params, in_keys=["observation"],
-                             out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(module, in_keys=["loc", "scale"], distribution_class=TanhNormal)
+        actor = normal_actor(nobs, nA, TanhNormal)
         q = ValueOperator(MLP(in_features=nobs + nA, out_features=1, num_cells=[8]), in_keys=["observation", "action"])
     else:
         actor = ProbabilisticActor(KeyedModule(MLP(in_features=nobs, out_features=nA, num_cells=[8]),

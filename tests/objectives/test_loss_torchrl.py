@@ -4,6 +4,7 @@ output key, the written td_error and every parameter gradient."""
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pytest
@@ -24,48 +25,20 @@ from torchrl.modules.models.multiagent import QMixer as TQMixer, VDNMixer as TVD
 import arrayrl.objectives as O  # noqa: E402
 import torchrl.objectives as TO  # noqa: E402
 from arrayrl.distributions import Categorical, OneHotCategorical, TanhNormal  # noqa: E402
-from arrayrl.nn import MLP, KeyedModule, Linear, NormalParamExtractor, ProbabilisticActor, QValueActor, ValueOperator  # noqa: E402
+from arrayrl.nn import MLP, KeyedModule, Linear, ProbabilisticActor, QValueActor, ValueOperator  # noqa: E402
 from arrayrl.nn.multiagent import QMixer, VDNMixer  # noqa: E402
 from arrayrl.nn.params import flatten_params  # noqa: E402
 from torchrl.objectives.multiagent import QMixerLoss as TQMixerLoss  # noqa: E402
+from tests.objectives.torchrl_helpers import Comparer, normal_actor, perturb, torch_tree, transition  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
 ESTIMATORS = ["td0", "td1", "tdlambda"]
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _flat(td, prefix=""):
-    """TorchRL params -> {dotted name without 'module' levels: tensor}; ``prefix`` (stripped names) is removed."""
-    out = {}
-    for k, v in td.flatten_keys(".").items():
-        name = ".".join(p for p in k.split(".") if p != "module")
-        if name.startswith(prefix):
-            out[name[len(prefix):]] = v
-    return out
-
-
-def _tree(td, prefix=""):
-    from arrayrl.nn.params import unflatten_params
-
-    return unflatten_params({k: v.detach().numpy().copy() for k, v in _flat(td, prefix).items()
-                             if v.dtype.is_floating_point and k != "support"})
-
-
-def _perturb(*tds):
-    with torch.no_grad():
-        for td in tds:
-            for p in td.values(True, True):
-                if p.dtype.is_floating_point:
-                    p.add_(0.1 * torch.randn_like(p))
+_tree = partial(torch_tree, floats=True)  # floating parameters, no C51 support
+_perturb = partial(perturb, floats=True)
+_compare_grads = Comparer(1e-9, 1e-11, floats=True, grad_label="").grads
+_transition = partial(transition, trunc_p=0.2)
 
 
 def _set_estimator(tl, al, est):
@@ -78,23 +51,6 @@ def _np_batch(td):
     from arrayrl.interop import from_tensordict
 
     return from_tensordict(td, np, copy=True)
-
-
-def _compare_grads(tparams, agrads, name, prefix=""):
-    flat_t = {k: v for k, v in _flat(tparams, prefix).items() if v.dtype.is_floating_point and k != "support"}
-    flat_a = flatten_params(agrads)
-    assert sorted(flat_t) == sorted(flat_a), (sorted(flat_t), sorted(flat_a))
-    for k, p in flat_t.items():
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-        np.testing.assert_allclose(flat_a[k], g, rtol=1e-9, atol=1e-11, err_msg=f"{name}.{k}")
-
-
-def _transition(B, obs_shape, action, *, term_p=0.3):
-    term = torch.rand(B, 1) < term_p
-    done = term | (torch.rand(B, 1) < 0.2)  # truncations too
-    return TensorDict({"observation": torch.randn(B, *obs_shape), "action": action,
-                       ("next", "observation"): torch.randn(B, *obs_shape), ("next", "reward"): torch.randn(B, 1),
-                       ("next", "done"): done, ("next", "terminated"): term}, [B])
 
 
 # ------------------------------------------------------------------------------------------------ DQN
@@ -287,10 +243,7 @@ def _iql_pair(nobs, nA, kw, n_q, discrete=None):
         tactor = TPA(TensorDictModule(torch.nn.Sequential(tmlp, TNPE()), ["observation"], ["loc", "scale"]),
                      in_keys=["loc", "scale"], distribution_class=TTN)
         tq = TVO(TMLP(in_features=nobs + nA, out_features=1, num_cells=[8]), in_keys=["observation", "action"])
-        amlp, ape = MLP(in_features=nobs, out_features=2 * nA, num_cells=[8]), NormalParamExtractor()
-        amod = KeyedModule(lambda p, o: ape.apply({}, amlp.apply(p, o)), params=amlp.params, in_keys=["observation"],
-                           out_keys=["loc", "scale"])
-        actor = ProbabilisticActor(amod, in_keys=["loc", "scale"], distribution_class=TanhNormal)
+        actor = normal_actor(nobs, nA, TanhNormal)
         q = ValueOperator(MLP(in_features=nobs + nA, out_features=1, num_cells=[8]), in_keys=["observation", "action"])
     else:
         from torchrl.modules import OneHotCategorical as TOHC

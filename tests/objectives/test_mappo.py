@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from arrayrl._backend import namespace_of
 from arrayrl.autodiff import check_grads
 from arrayrl.distributions import Categorical, IndependentNormal, TanhNormal
-from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor
+from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor
 from arrayrl.objectives.multiagent.mappo import IPPOLoss, MAPPOLoss
 from arrayrl.objectives.value_norm import PopArtValueNorm, RunningValueNorm
 from reference.losses import a2c as R
+from tests.objectives.torchrl_helpers import normal_actor, perturb, torch_float64
 
 B, T, N, NOBS, NA = 2, 4, 3, 3, 2
 AG = "agents"
@@ -30,12 +31,9 @@ def _actor(kind, mlp=None):
         net = KeyedModule(mlp, in_keys=[(AG, "observation")], out_keys=[(AG, "logits")])
         return ProbabilisticActor(net, in_keys=[(AG, "logits")], out_keys=[(AG, "action")],
                                   distribution_class=Categorical)
-    ape = NormalParamExtractor()
-    net = KeyedModule(lambda p, o: ape.apply({}, mlp.apply(p, o)), params=mlp.params, in_keys=[(AG, "observation")],
-                      out_keys=[(AG, "loc"), (AG, "scale")])
     dist = {"tanh": TanhNormal, "independent": IndependentNormal}[kind]
-    return ProbabilisticActor(net, in_keys=[(AG, "loc"), (AG, "scale")], out_keys=[(AG, "action")],
-                              distribution_class=dist)
+    return normal_actor(NOBS, NA, dist, obs_key=(AG, "observation"), loc_key=(AG, "loc"), scale_key=(AG, "scale"),
+                        mlp=mlp, out_keys=[(AG, "action")])
 
 
 def _critic(central, mlp=None):
@@ -55,13 +53,10 @@ def _critic(central, mlp=None):
 # ------------------------------------------------------------------------------------------------ TorchRL
 @pytest.fixture
 def trl():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     pytest.importorskip("torchrl")
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield torch
-    torch.set_default_dtype(old)
+    with torch_float64() as torch:
+        yield torch
 
 
 def _torch_pair(torch, kind, central, cls, kw, akw):
@@ -143,7 +138,7 @@ def test_mappo_ippo_vs_torchrl(trl, cls, kind, central, vnorm, cv, red, pre):
     from tensordict.nn import TensorDictModule
     from torchrl.modules import MLP as TMLP
 
-    from test_ppo_torchrl import _check_outputs, _compare_grads, _perturb, _run, _tree
+    from test_ppo_torchrl import _check_outputs, _compare_grads, _run, _tree
 
     kw = dict(reduction=red, clip_value=cv, critic_coeff=0.8, entropy_coeff=0.02)
     if vnorm:
@@ -163,7 +158,7 @@ def test_mappo_ippo_vs_torchrl(trl, cls, kind, central, vnorm, cv, red, pre):
             td[(AG, "state_value")] = torch.randn(B, T, N, 1)
             tl.set_keys(advantage=(AG, "advantage"), value_target=(AG, "value_target"))
             al.set_keys(advantage=(AG, "advantage"), value_target=(AG, "value_target"))
-        _perturb(tl.actor_network_params, 0.5)
+        perturb(tl.actor_network_params, scale=0.5)
         al.params = {"actor_network": {"0": _tree(tl.actor_network_params, aprefix), "1": {}},
                      "critic_network": _tree(tl.critic_network_params, cprefix)}
         tl.zero_grad()

@@ -26,51 +26,20 @@ from torchrl.objectives.value import GAE as TGAE  # noqa: E402
 
 from arrayrl.distributions import Categorical, IndependentNormal, Normal, TanhNormal  # noqa: E402
 from arrayrl.interop import from_tensordict  # noqa: E402
-from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, ValueOperator  # noqa: E402
-from arrayrl.nn.params import flatten_params, unflatten_params  # noqa: E402
+from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator  # noqa: E402
 from arrayrl.objectives.ppo import ClipPPOLoss, KLPENPPOLoss, PPOLoss  # noqa: E402
 from arrayrl.random import Generator  # noqa: E402
+from tests.objectives.torchrl_helpers import Comparer, normal_actor, perturb  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import torch_tree as _tree  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
 RTOL, ATOL = 1e-10, 1e-12
 B, T, NOBS, NA = 3, 4, 3, 2
 CLASSES = {"ppo": (TO.PPOLoss, PPOLoss), "clip": (TO.ClipPPOLoss, ClipPPOLoss), "klpen": (TO.KLPENPPOLoss, KLPENPPOLoss)}
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def _flat(td, prefix=""):
-    out = {}
-    for k, v in td.flatten_keys(".").items():
-        name = ".".join(p for p in k.split(".") if p != "module")
-        if name.startswith(prefix):
-            out[name[len(prefix):]] = v
-    return out
-
-
-def _tree(td, prefix=""):
-    return unflatten_params({k: v.detach().numpy().copy() for k, v in _flat(td, prefix).items()})
-
-
-def _compare_grads(tparams, agrads, name, prefix=""):
-    flat_t = _flat(tparams, prefix)
-    flat_a = flatten_params(agrads)
-    assert sorted(flat_t) == sorted(flat_a), (sorted(flat_t), sorted(flat_a))
-    worst = 0.0
-    for k, p in flat_t.items():
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-        np.testing.assert_allclose(flat_a[k], g, rtol=RTOL, atol=ATOL, err_msg=f"{name}.{k}")
-        worst = max(worst, float(np.max(np.abs(flat_a[k] - g) / np.maximum(np.abs(g), 1e-300))) if g.size else 0.0)
-    return worst
+_compare_grads = Comparer(RTOL, ATOL, grad_label="").grads
+_check_outputs = Comparer(RTOL, ATOL, shapes=True).outputs
 
 
 def _actors(kind):
@@ -88,10 +57,7 @@ def _actors(kind):
     tmlp = TMLP(in_features=NOBS, out_features=2 * NA, num_cells=[8])
     tnet = TensorDictModule(torch.nn.Sequential(tmlp, TNPE()), ["observation"], ["loc", "scale"])
     tactor = TPA(tnet, in_keys=["loc", "scale"], distribution_class=tdist, return_log_prob=True)
-    amlp, ape = MLP(in_features=NOBS, out_features=2 * NA, num_cells=[8]), NormalParamExtractor()
-    anet = KeyedModule(lambda p, o: ape.apply({}, amlp.apply(p, o)), params=amlp.params, in_keys=["observation"],
-                       out_keys=["loc", "scale"])
-    return tactor, ProbabilisticActor(anet, in_keys=["loc", "scale"], distribution_class=adist), "0.0."
+    return tactor, normal_actor(NOBS, NA, adist), "0.0."
 
 
 def _pair(cls, kind, critic, kw, akw=None):
@@ -134,22 +100,6 @@ def _rollout(tactor, *, stored_value=None, mask=False):
     return td.detach()
 
 
-def _perturb(params, scale):
-    with torch.no_grad():
-        for p in params.values(True, True):
-            p.add_(scale * torch.randn_like(p))
-
-
-def _check_outputs(tout, aout):
-    tkeys = sorted(tout.keys())
-    assert sorted(aout) == tkeys, (sorted(aout), tkeys)
-    for k in tkeys:
-        want = tout.get(k).detach().numpy()
-        got = np.asarray(aout[k])
-        assert got.shape == want.shape, (k, got.shape, want.shape)
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=k)
-
-
 def _run(tl, al, td, *, noise=None):
     batch = from_tensordict(td, np, copy=True)
     if noise is not None:
@@ -165,10 +115,9 @@ def _run(tl, al, td, *, noise=None):
 
 
 def _grads_all(tl, al, grads, prefix):
-    w = _compare_grads(tl.actor_network_params, grads["actor_network"]["0"], "actor", prefix)
+    _compare_grads(tl.actor_network_params, grads["actor_network"]["0"], "actor", prefix)
     if "critic_network" in grads:
-        w = max(w, _compare_grads(tl.critic_network_params, grads["critic_network"], "critic"))
-    return w
+        _compare_grads(tl.critic_network_params, grads["critic_network"], "critic")
 
 
 # ------------------------------------------------------------------------------------------------ grid
@@ -200,7 +149,7 @@ def test_ppo_family_vs_torchrl(cls, kind, critic, pre, norm, clip, cv, red, mask
         with torch.no_grad():
             gae(td)
         td = td.detach()
-    _perturb(tl.actor_network_params, 0.5)  # ratios away from 1, some clipped
+    perturb(tl.actor_network_params, scale=0.5)  # ratios away from 1, some clipped
     _copy_weights(tl, al, prefix)
     noise = (1, B, T, NA) if kind == "tanh" else None  # TanhNormal: Monte-Carlo entropy, TorchRL's draws replayed
     tout, aout, grads, _ = _run(tl, al, td, noise=noise)
@@ -217,7 +166,7 @@ def test_estimators_inside_forward_vs_torchrl(cls, est):
     tl, al, tactor, prefix = _pair(cls, "independent", True, {}, {"torchrl_compat": True})
     tl.make_value_estimator(est, gamma=0.9, **hp)
     al.make_value_estimator(est, gamma=0.9, **hp)
-    _perturb(tl.actor_network_params, 0.3)
+    perturb(tl.actor_network_params, scale=0.3)
     _copy_weights(tl, al, prefix)
     tout, aout, grads, _ = _run(tl, al, _rollout(tactor))
     _check_outputs(tout, aout)
@@ -226,7 +175,7 @@ def test_estimators_inside_forward_vs_torchrl(cls, est):
 
 def test_samples_mc_entropy_vs_torchrl():
     tl, al, tactor, prefix = _pair("clip", "tanh", True, {"samples_mc_entropy": 3})
-    _perturb(tl.actor_network_params, 0.2)
+    perturb(tl.actor_network_params, scale=0.2)
     _copy_weights(tl, al, prefix)
     tout, aout, grads, _ = _run(tl, al, _rollout(tactor), noise=(3, B, T, NA))
     _check_outputs(tout, aout)
@@ -237,8 +186,8 @@ def test_delay_actor_and_max_importance_ratio_vs_torchrl():
     kw = {"delay_actor": True, "max_importance_ratio": 1.3}
     tl, al, tactor, prefix = _pair("clip", "independent", True, kw)
     td = _rollout(tactor)
-    _perturb(tl.actor_network_params, 0.3)
-    _perturb(tl.target_actor_network_params, 0.2)  # the proximal policy differs from both mu and pi_theta
+    perturb(tl.actor_network_params, scale=0.3)
+    perturb(tl.target_actor_network_params, scale=0.2)  # the proximal policy differs from both mu and pi_theta
     _copy_weights(tl, al, prefix)
     al.target_params = {"actor_network": {"0": _tree(tl.target_actor_network_params, prefix), "1": {}}}
     tout, aout, grads, _ = _run(tl, al, td)
@@ -254,7 +203,7 @@ def _klpen_run(compat, **kw):
     td = _rollout(tactor)
     td["advantage"] = torch.randn(B, T, 1)
     torch.manual_seed(4)
-    _perturb(tl.actor_network_params, 0.5)  # mean KL >> 1.5 dtarg: beta doubles
+    perturb(tl.actor_network_params, scale=0.5)  # mean KL >> 1.5 dtarg: beta doubles
     _copy_weights(tl, al, prefix)
     return (tl, al, prefix) + _run(tl, al, td)
 

@@ -7,13 +7,14 @@ for CrossQ, the running statistics after the call are compared (relative 1e-10).
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
-import torch.distributions.normal as _tdn  # noqa: E402
 import torchrl.objectives as TO  # noqa: E402
 from torchrl.data import Bounded  # noqa: E402
 from torchrl.modules import MLP as TMLP  # noqa: E402
@@ -27,47 +28,22 @@ from arrayrl.objectives.crossq import CrossQLoss  # noqa: E402
 from arrayrl.objectives.redq import REDQLoss  # noqa: E402
 from arrayrl.objectives.tqc import TQCLoss  # noqa: E402
 from arrayrl.random import Generator  # noqa: E402
-from tests.objectives.test_sac_torchrl import (  # noqa: E402
-    MAX_ERR, NA, NOBS, B, _close, _compare_grads, _continuous_actor, _flat, _outputs, _perturb, _transition, _tree)
+from tests.objectives.torchrl_helpers import Comparer, Recorder, continuous_actor, transition  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import perturb as _perturb  # noqa: E402
+from tests.objectives.torchrl_helpers import torch_flat as _flat  # noqa: E402
+from tests.objectives.torchrl_helpers import torch_tree as _tree  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-class _Recorder:
-    """Record torch's standard-normal draws (rsample, and Normal.sample routed through rsample under no_grad: the
-    same value loc + scale * eps) and randperm."""
-
-    def __enter__(self):
-        self.draws, self._orig, self._perm, self._sample = [], _tdn._standard_normal, torch.randperm, _tdn.Normal.sample
-
-        def rec(*a, **k):
-            x = self._orig(*a, **k)
-            self.draws.append(x.detach().numpy().copy())
-            return x
-
-        def perm(*a, **k):
-            x = self._perm(*a, **k)
-            self.draws.append(x.numpy().copy())
-            return x
-
-        def sample(dist, sample_shape=torch.Size()):
-            with torch.no_grad():
-                return dist.rsample(sample_shape)
-
-        _tdn._standard_normal, torch.randperm, _tdn.Normal.sample = rec, perm, sample
-        return self
-
-    def __exit__(self, *exc):
-        _tdn._standard_normal, torch.randperm, _tdn.Normal.sample = self._orig, self._perm, self._sample
+B, NOBS, NA = 6, 3, 2  # the SAC cross-validation's
+CMP = Comparer(1e-10, 1e-12)
+MAX_ERR, _close, _compare_grads, _outputs = CMP.max_err, CMP.close, CMP.grads, CMP.outputs  # MAX_ERR: worst seen
+_transition = partial(transition, B, (NOBS,))
+_continuous_actor = partial(continuous_actor, NOBS, NA)
+#: torch's standard-normal draws (rsample, and Normal.sample routed through rsample under no_grad: the same value
+#: loc + scale * eps) and randperm
+_Recorder = partial(Recorder, randperm=True, sample=True)
 
 
 def _params(tl, fixed):

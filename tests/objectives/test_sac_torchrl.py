@@ -7,6 +7,7 @@ and the clamped log_alpha left after the call are compared (relative 1e-10)."""
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,127 +15,34 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
-import torch.distributions.normal as _tdn  # noqa: E402
 import torchrl.objectives as TO  # noqa: E402
-from tensordict import TensorDict  # noqa: E402
-from tensordict.nn import NormalParamExtractor as TNPE  # noqa: E402
 from tensordict.nn import TensorDictModule  # noqa: E402
 from torchrl.data import Bounded  # noqa: E402
 from torchrl.modules import MLP as TMLP  # noqa: E402
-from torchrl.modules import IndependentNormal as TIN  # noqa: E402
 from torchrl.modules import OneHotCategorical as TOHC  # noqa: E402
 from torchrl.modules import ProbabilisticActor as TPA  # noqa: E402
-from torchrl.modules import TanhNormal as TTN  # noqa: E402
 from torchrl.modules import ValueOperator as TVO  # noqa: E402
 
 from arrayrl.data import unravel_key  # noqa: E402
-from arrayrl.distributions import Categorical, IndependentNormal, OneHotCategorical, TanhNormal  # noqa: E402
+from arrayrl.distributions import Categorical, OneHotCategorical  # noqa: E402
 from arrayrl.interop import from_tensordict  # noqa: E402
-from arrayrl.nn import MLP, KeyedModule, NormalParamExtractor, ProbabilisticActor, ValueOperator  # noqa: E402
-from arrayrl.nn.params import flatten_params, unflatten_params  # noqa: E402
+from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator  # noqa: E402
 from arrayrl.objectives.sac import DiscreteSACLoss, SACLoss  # noqa: E402
 from arrayrl.random import Generator  # noqa: E402
+from tests.objectives.torchrl_helpers import Comparer, continuous_actor, transition  # noqa: E402
+from tests.objectives.torchrl_helpers import Recorder as _Recorder  # noqa: E402
+from tests.objectives.torchrl_helpers import float64_default  # noqa: E402,F401  (autouse fixture)
+from tests.objectives.torchrl_helpers import perturb as _perturb  # noqa: E402
+from tests.objectives.torchrl_helpers import torch_tree as _tree  # noqa: E402
 
 pytestmark = [pytest.mark.torchrl, pytest.mark.filterwarnings("ignore")]
 
 RTOL, ATOL = 1e-10, 1e-12
 B, NOBS, NA = 6, 3, 2
-MAX_ERR: dict = {}  # worst relative error seen per quantity (printed by the last test)
-
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(old)
-
-
-def _flat(td, prefix=""):
-    out = {}
-    for k, v in td.flatten_keys(".").items():
-        name = ".".join(p for p in k.split(".") if p != "module")
-        if name.startswith(prefix):
-            out[name[len(prefix):]] = v
-    return out
-
-
-def _tree(td, prefix=""):
-    return unflatten_params({k: v.detach().numpy().copy() for k, v in _flat(td, prefix).items()})
-
-
-def _perturb(*tds):
-    with torch.no_grad():
-        for td in tds:
-            for p in td.values(True, True):
-                p.add_(0.1 * torch.randn_like(p))
-
-
-def _close(got, want, what):
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
-    err = float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-3))) if got.size else 0.0
-    kind = what.split(".")[0].split("[")[0]
-    MAX_ERR[kind] = max(MAX_ERR.get(kind, 0.0), err)
-
-
-def _compare_grads(tparams, agrads, name, prefix=""):
-    flat_t = _flat(tparams, prefix)
-    flat_a = flatten_params(agrads)
-    assert sorted(flat_t) == sorted(flat_a), (sorted(flat_t), sorted(flat_a))
-    for k, p in flat_t.items():
-        g = p.grad.numpy() if p.grad is not None else np.zeros(tuple(p.shape))
-        _close(flat_a[k], g, f"grad_{name}.{k}")
-
-
-class _Recorder:
-    """Record torch's standard-normal draws (Normal.rsample) during a TorchRL call."""
-
-    def __enter__(self):
-        self.draws, self._orig = [], _tdn._standard_normal
-
-        def rec(*a, **k):
-            x = self._orig(*a, **k)
-            self.draws.append(x.detach().numpy().copy())
-            return x
-
-        _tdn._standard_normal = rec
-        return self
-
-    def __exit__(self, *exc):
-        _tdn._standard_normal = self._orig
-
-
-def _transition(action, *, weights=False):
-    term = torch.rand(B, 1) < 0.3
-    done = term | (torch.rand(B, 1) < 0.3)  # truncations too
-    td = TensorDict({"observation": torch.randn(B, NOBS), "action": action,
-                     ("next", "observation"): torch.randn(B, NOBS), ("next", "reward"): torch.randn(B, 1),
-                     ("next", "done"): done, ("next", "terminated"): term}, [B])
-    if weights:
-        td["priority_weight"] = torch.rand(B) + 0.5
-    return td
-
-
-def _continuous_actor(dist):
-    tdist, adist = (TTN, TanhNormal) if dist == "tanh" else (TIN, IndependentNormal)
-    tactor = TPA(TensorDictModule(torch.nn.Sequential(TMLP(in_features=NOBS, out_features=2 * NA, num_cells=[8]),
-                                                      TNPE()), ["observation"], ["loc", "scale"]),
-                 in_keys=["loc", "scale"], distribution_class=tdist)
-    amlp, ape = MLP(in_features=NOBS, out_features=2 * NA, num_cells=[8]), NormalParamExtractor()
-    amod = KeyedModule(lambda p, o: ape.apply({}, amlp.apply(p, o)), params=amlp.params, in_keys=["observation"],
-                       out_keys=["loc", "scale"])
-    return tactor, ProbabilisticActor(amod, in_keys=["loc", "scale"], distribution_class=adist)
-
-
-def _outputs(out, aout):
-    keys = sorted(out.keys())
-    assert sorted(aout) == keys, (sorted(aout), keys)
-    for k in keys:
-        want = out.get(k)
-        want = want.detach().numpy() if isinstance(want, torch.Tensor) else np.asarray(getattr(want, "data", want))
-        _close(aout[k], want, f"out[{k}]")
+CMP = Comparer(RTOL, ATOL)
+MAX_ERR, _close, _compare_grads, _outputs = CMP.max_err, CMP.close, CMP.grads, CMP.outputs  # MAX_ERR: worst seen
+_transition = partial(transition, B, (NOBS,))
+_continuous_actor = partial(continuous_actor, NOBS, NA)
 
 
 # ------------------------------------------------------------------------------------------------ SAC
