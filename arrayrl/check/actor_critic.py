@@ -991,9 +991,13 @@ from .cql_bc import BUILDERS as _CQL_BC_BUILDERS  # noqa: E402  (CQL, DiscreteCQ
 
 BUILDERS.update(_CQL_BC_BUILDERS)
 
-from .dt_rnd import BUILDERS as _DT_BUILDERS  # noqa: E402  (DT, OnlineDT)
+from .dt_rnd import BUILDERS as _DT_BUILDERS  # noqa: E402  (DT, OnlineDT, RND)
 
 BUILDERS.update(_DT_BUILDERS)
+
+from .gail import BUILDERS as _GAIL_BUILDERS  # noqa: E402  (GAIL: TorchRL's and the paper's coefficient)
+
+BUILDERS.update(_GAIL_BUILDERS)
 
 
 def perturb_weight(case: Any, scale: float = 1e-3, network: str | None = None) -> Any:

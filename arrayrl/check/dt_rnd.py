@@ -1,4 +1,5 @@
-"""``arrayrl check`` provider part: DTLoss and OnlineDTLoss vs TorchRL 0.14.1 and ``reference/losses/dt_rnd.py``
+"""``arrayrl check`` provider part: DTLoss, OnlineDTLoss and RNDLoss vs TorchRL 0.14.1 and
+``reference/losses/dt_rnd.py``
 (merged into :data:`arrayrl.check.actor_critic.BUILDERS`, hence into :data:`arrayrl.check.losses.CHECKS`).
 
 Components (each runs ``n_cases`` random cases on ``[B, T, F]`` sequence batches, options drawn per case):
@@ -7,11 +8,18 @@ Components (each runs ``n_cases`` random cases on ``[B, T, F]`` sequence batches
   ``torchrl_compat``) and/or a ``("collector", "mask")`` loss mask;
 * ``loss.OnlineDTLoss`` (:func:`online_dt_case`): TanhNormal / IndependentNormal actors, temperature schemes
   (learned, fixed, clamped), ``samples_mc_entropy``, reductions, explicit target entropies, the same masks.
-  TorchRL's entropy ``rsample`` draw is recorded and replayed; the clamped ``log_alpha`` is compared after the call.
+  TorchRL's entropy ``rsample`` draw is recorded and replayed; the clamped ``log_alpha`` is compared after the call;
+* ``loss.RNDLoss`` (:func:`rnd_case`): ``[B]`` or ``[B, T]`` next observations (float32-representable: TorchRL casts
+  them with ``.float()``, and its networks are wrapped to cast back to float64), ``update_fraction`` (1: no draw),
+  reductions, ``obs_clip``, a ``("collector", "mask")`` loss mask, running statistics on or off (arrayrl's
+  ``RunningMeanStd`` state, loaded into TorchRL's buffers). TorchRL's ``torch.rand`` update-fraction mask is recorded
+  and replayed; the predictor's gradients are compared (the target network must get none).
 
 Reference (oracle only): every case is fed to ``reference.losses.dt_rnd.dt_loss`` / ``online_dt_loss`` with
 TorchRL's prediction (DT), its log-likelihood of the target actions and the log-probabilities of the replayed entropy
-samples (ODT, TorchRL's ``rsample_and_log_prob``), ``torchrl_compat=True``. arrayrl runs with ``torchrl_compat=True``.
+samples (ODT, TorchRL's ``rsample_and_log_prob``), ``torchrl_compat=True``; every RND case to ``rnd_loss`` with TorchRL's networks applied to observations normalised by
+the oracle's own ``rms_update`` / ``rms_normalize`` (so arrayrl's running statistics are checked there too) and the
+replayed draws. arrayrl runs with ``torchrl_compat=True`` (DT, ODT; RNDLoss has no such switch).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import numpy as np
 
 from ._common import Errors
 
-__all__ = ["BUILDERS", "dt_case", "online_dt_case"]
+__all__ = ["BUILDERS", "dt_case", "online_dt_case", "rnd_case"]
 
 T_LEN = 4
 
@@ -172,8 +180,108 @@ def online_dt_case(rng: np.random.Generator, **opts: Any) -> Any:
                       td_error=False, replay_draws=True, fix_draws=keep, after=after)
 
 
+# ------------------------------------------------------------------------------------------------------ RND
+RND_F, RND_D = 3, 5
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    """Rounded to float32 and back: TorchRL's ``.float()`` of such an observation loses nothing."""
+    return np.asarray(x, dtype=np.float32).astype(np.float64)
+
+
+def rnd_case(rng: np.random.Generator, **opts: Any) -> Any:
+    """RNDLoss (drawn: ``reduction``, ``update_fraction``, ``rms`` (running statistics), ``obs_clip``,
+    ``collector`` (loss mask), ``shape``)."""
+    import torch
+    from tensordict import TensorDict
+    from torchrl.envs.transforms.rnd import RunningMeanStd as TRMS
+    from torchrl.modules import MLP as TMLP
+    from torchrl.objectives.rnd import RNDLoss as TRND
+
+    from ..nn import MLP
+    from ..objectives.rnd import RNDLoss, RunningMeanStd
+
+    A, L = _A(), _L()
+    pick = L._pick
+    red = pick(rng, opts, "reduction", A.REDUCTIONS)
+    frac = pick(rng, opts, "update_fraction", (0.25, 0.5, 0.8, 1.0))
+    rms = pick(rng, opts, "rms", (False, True))
+    clip = pick(rng, opts, "obs_clip", (1.5, 5.0))
+    collector = pick(rng, opts, "collector", (False, True))
+    shape = pick(rng, opts, "shape", ((8,), (2, 6), (3, 4)))
+
+    class Double(torch.nn.Module):
+        """TorchRL casts the observation to float32 (``.float()``): back to float64 for the float64 networks."""
+
+        def forward(self, x: Any) -> Any:
+            return x.double()
+
+    tp = torch.nn.Sequential(Double(), TMLP(in_features=RND_F, out_features=RND_D, num_cells=[8]))
+    tt = torch.nn.Sequential(Double(), TMLP(in_features=RND_F, out_features=RND_D, num_cells=[8]))
+    hist = _f32(rng.normal(size=(9, RND_F)) * 2 + 1) if rms else None
+    state, trms = None, None
+    if rms:
+        arms = RunningMeanStd(shape=(RND_F,))
+        state = arms.update(hist, arms.init(xp=np))
+        trms = TRMS(shape=(RND_F,)).double()  # float32 buffers: float64 here, then arrayrl's statistics loaded
+        with torch.no_grad():
+            for k in ("mean", "var", "count"):
+                getattr(trms, k).copy_(torch.as_tensor(np.asarray(state[k])))
+    tl = TRND(tp, tt, obs_rms=trms, obs_clip=clip, reduction=red, update_fraction=frac)
+    tl.predictor_network_params = TensorDict.from_module(tp)  # the live parameters (their .grad after backward)
+    pred_tree = L._tree(tl.predictor_network_params, "1.")
+    targ_tree = L._tree(TensorDict.from_module(tt), "1.")
+    td = TensorDict({("next", "observation"): A._t(_f32(rng.normal(size=shape + (RND_F,)) * 3))}, list(shape))
+    if collector:
+        m = rng.random(shape) < 0.7
+        m.reshape(-1)[0] = True
+        td["collector", "mask"] = A._t(m)
+    td_ref = td.clone()
+    draws: list = []  # TorchRL's own draws, kept here whatever ``fix_draws`` makes of the recorded ones
+    torch_rand = torch.rand
+
+    def rand(size: tuple, dtype: Any) -> Any:
+        x = torch_rand(size, dtype=dtype)
+        draws.append(x.numpy().copy())
+        return x
+
+    def build(convert: Callable) -> tuple:
+        draws.clear()  # built before each TorchRL call (compare_with_torchrl)
+        pred = MLP(in_features=RND_F, out_features=RND_D, num_cells=[8])
+        targ = MLP(in_features=RND_F, out_features=RND_D, num_cells=[8])
+        pred.params, targ.params = convert(pred_tree), convert(targ_tree)
+        al = RNDLoss(pred, targ, obs_rms=None if state is None else convert(dict(state)), obs_clip=clip,
+                     reduction=red, update_fraction=frac)
+        return al, A._batch(td, convert)
+
+    def after(al: Any, acc: Errors) -> None:
+        if any(p.grad is not None for p in tt.parameters()):
+            raise AssertionError("TorchRL's RND target network got gradients")
+        if list(al.out_keys) != list(tl.out_keys) or list(al.in_keys) != [tl.tensor_keys.observation]:
+            raise AssertionError(f"RND keys: arrayrl {al.in_keys} -> {al.out_keys}, TorchRL "
+                                 f"{[tl.tensor_keys.observation]} -> {tl.out_keys}")
+
+    def reference() -> dict:
+        R = L._oracle("losses.dt_rnd")
+        x = td_ref["next", "observation"].numpy()
+        if rms:
+            x = R.rms_normalize(x, R.rms_update(hist, R.rms_init((RND_F,))), clip)
+        with torch.no_grad():
+            pf, tf = tp(torch.as_tensor(x)).numpy(), tt(torch.as_tensor(x)).numpy()
+        if len(draws) != (frac < 1.0):
+            raise AssertionError(f"TorchRL made {len(draws)} torch.rand draws (update_fraction={frac})")
+        u = draws[0] if frac < 1.0 else None
+        lm = td_ref["collector", "mask"].numpy() if collector else None
+        return R.rnd_loss(pf, tf, u, update_fraction=frac, reduction=red, loss_mask=lm)
+
+    return L.LossCase("RNDLoss", opts, tl, td, build, [("predictor_network_params", ("predictor_network",), "1.")],
+                      {"loss_predictor": ("predictor_network",)}, reference, td_error=False, replay_draws=True,
+                      after=after, recorder={"rand": rand})
+
+
 #: family -> (builder, fixed options)
 BUILDERS: dict[str, tuple[Callable, dict]] = {
     "DTLoss": (dt_case, {}),
     "OnlineDTLoss": (online_dt_case, {}),
+    "RNDLoss": (rnd_case, {}),
 }

@@ -713,10 +713,14 @@ class NormalRecorder:
     ``_standard_normal`` and ``torch.randn_like`` (TD3's target-policy noise); with ``randperm=True`` also
     ``torch.randperm`` (REDQ's critic subset), with ``sample=True`` ``Normal.sample`` is routed through ``rsample``
     under ``no_grad`` (the same value ``loc + scale * eps``, so its draw is recorded too), with ``uniform=True``
-    the results of ``Tensor.uniform_`` (CQL's random actions, recorded as drawn: ``U(low, high)``)."""
+    the results of ``Tensor.uniform_`` (CQL's random actions, recorded as drawn: ``U(low, high)``), with
+    ``rand=True`` the results of ``torch.rand`` (RND's update-fraction mask, GAIL's ``Uniform(0, 1).sample``) and with
+    ``rand=fn`` ``torch.rand(shape, dtype=...)`` replaced by ``fn(shape, dtype)`` (a tensor; recorded too: GAIL's
+    per-sample coefficient made constant along each row)."""
 
-    def __init__(self, *, randperm: bool = False, sample: bool = False, uniform: bool = False) -> None:
-        self._randperm, self._sample, self._uniform = randperm, sample, uniform
+    def __init__(self, *, randperm: bool = False, sample: bool = False, uniform: bool = False,
+                 rand: bool | Callable = False) -> None:
+        self._randperm, self._sample, self._uniform, self._rand = randperm, sample, uniform, rand
 
     def __enter__(self) -> "NormalRecorder":
         import torch
@@ -725,7 +729,20 @@ class NormalRecorder:
         self._torch, self._mod, self.draws = torch, tdn, []
         self._orig = tdn._standard_normal, torch.randn_like
         self._orig_perm, self._orig_sample = torch.randperm, tdn.Normal.sample
-        self._orig_uniform = torch.Tensor.uniform_
+        self._orig_uniform, self._orig_rand = torch.Tensor.uniform_, torch.rand
+        if self._rand:
+            orig_rand, fn = self._orig_rand, self._rand
+
+            def rand(*a: Any, **k: Any) -> Any:
+                if callable(fn):
+                    shape = tuple(a[0]) if len(a) == 1 and not isinstance(a[0], int) else tuple(a)
+                    out = fn(shape, k.get("dtype"))
+                else:
+                    out = orig_rand(*a, **k)
+                self.draws.append(out.detach().numpy().copy())
+                return out
+
+            torch.rand = rand
         if self._uniform:
             orig_uniform = self._orig_uniform
 
@@ -763,7 +780,7 @@ class NormalRecorder:
     def __exit__(self, *exc: Any) -> None:
         self._mod._standard_normal, self._torch.randn_like = self._orig
         self._torch.randperm, self._mod.Normal.sample = self._orig_perm, self._orig_sample
-        self._torch.Tensor.uniform_ = self._orig_uniform
+        self._torch.Tensor.uniform_, self._torch.rand = self._orig_uniform, self._orig_rand
 
 
 def _directional_fd(f: Callable, x: Any, g: Any, rng: np.random.Generator, eps: float) -> tuple[float, float]:

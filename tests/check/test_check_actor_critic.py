@@ -70,6 +70,9 @@ FIXED = {
                    pad_mask=True),
     "DTLoss": dict(loss_function="smooth_l1", reduction="mean", masks="both"),
     "OnlineDTLoss": dict(actor="tanh", alpha="clamp_both", samples_mc_entropy=2, reduction="mean", masks="both"),
+    "RNDLoss": dict(reduction="mean", update_fraction=0.5, rms=True, obs_clip=1.5, collector=True, shape=(2, 6)),
+    "GAILLoss[torchrl]": dict(use_grad_penalty=True, gp_lambda=4.0, reduction="mean", shape=(4, 3)),
+    "GAILLoss[paper]": dict(use_grad_penalty=True, gp_lambda=4.0, reduction="sum", shape=(5,)),
 }
 
 
@@ -96,7 +99,8 @@ def test_one_moved_weight_fails(family):
 
 @pytest.mark.parametrize("family", ["PPOLoss", "ClipPPOLoss", "KLPENPPOLoss", "A2CLoss", "ReinforceLoss",
                                     "MAPPOLoss", "IPPOLoss", "DiscreteSACLoss", "REDQLoss", "CQLLoss",
-                                    "DiscreteCQLLoss", "BCLoss", "DTLoss", "OnlineDTLoss"])
+                                    "DiscreteCQLLoss", "BCLoss", "DTLoss", "OnlineDTLoss", "RNDLoss",
+                                    "GAILLoss[torchrl]", "GAILLoss[paper]"])
 def test_reference_is_used(family):
     if L.oracle.load().module is None:
         pytest.skip("the oracle is absent")
@@ -107,13 +111,15 @@ def test_reference_is_used(family):
 
 @pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss",
                                     "REDQLoss", "CrossQLoss", "TQCLoss", "CQLLoss",
-                                    "OnlineDTLoss"])
+                                    "OnlineDTLoss", "RNDLoss", "GAILLoss[torchrl]", "GAILLoss[paper]"])
 def test_altered_draws_fail(family):
     """TorchRL's draws are replayed: scaled draws change the arrayrl numbers (so the draws matter), and a missing
-    draw is an error rather than a silent fresh draw."""
+    draw is an error rather than a silent fresh draw. RND's uniforms only feed a threshold (``u < fraction``), which
+    a 1% scale rarely crosses: they are reflected (``1 - u``) instead."""
+    alter = (lambda x: 1.0 - x) if family == "RNDLoss" else (lambda x: 1.01 * x)
     with torch_float64(0):
         case = _case(family)
-        case.fix_draws = (lambda f: lambda d: [1.01 * x if x.dtype.kind == "f" else x
+        case.fix_draws = (lambda f: lambda d: [alter(x) if x.dtype.kind == "f" else x
                                                for x in (f(d) if f else d)])(case.fix_draws)
         res = _compare(case).result()
         assert not res["passed"], res
@@ -152,6 +158,49 @@ def test_state_after_the_call_is_compared(family, attr):
         case.after = broken
         res = _compare(case).result()
     assert not res["passed"] and res["value_rel"] > 1e-6, res
+
+
+def test_rnd_mask_draw_decides_the_samples():
+    """RND's recorded ``torch.rand`` mask is what arrayrl trains on: the same draws shifted by half a period (mod 1)
+    select other samples; with ``update_fraction=1`` TorchRL draws nothing and arrayrl takes no draw."""
+    with torch_float64(0):
+        case = _case("RNDLoss", reduction="none")
+        case.fix_draws = lambda d: [(x + 0.5) % 1.0 for x in d]
+        res = _compare(case).result()
+        assert not res["passed"] and res["value_rel"] > 1e-6, res
+        case = _case("RNDLoss", update_fraction=1.0)
+        res = _compare(case).result()
+        assert res["passed"], res
+
+
+def test_gail_coefficient_conventions():
+    """The paper's per-sample coefficient and TorchRL's per-element draws are different losses: TorchRL's per-element
+    draws given to arrayrl in paper mode (or row-constant draws in compat mode) are rejected or give other numbers."""
+    with torch_float64(0):
+        case = _case("GAILLoss[torchrl]")
+        build = case.build
+
+        def paper(convert):
+            al, batch = build(convert)
+            al.torchrl_compat = False
+            return al, batch
+
+        case.build = paper
+        with pytest.raises(ValueError, match="shape"):  # per-element draws where one per sample is expected
+            _compare(case)
+        case = _case("GAILLoss[paper]")
+        build = case.build
+
+        def compat(convert):
+            al, batch = build(convert)
+            al.torchrl_compat = True
+            return al, batch
+
+        case.build = compat
+        case.fix_draws = None  # TorchRL's row-constant draws, in its per-element layout
+        res = _compare(case).result()
+        assert res["passed"], res  # the same numbers: row-constant per-element draws are the per-sample convention
+        assert res["ref_abs"] < 1e-12 or np.isnan(res["ref_abs"]), res
 
 
 def test_redq_subset_draw_is_replayed():
