@@ -62,7 +62,8 @@ def _same_layout(new: Any, old: Any) -> bool:
         return (type(new) is type(old) and len(new) == len(old)
                 and all(_same_layout(a, b) for a, b in zip(new, old)))
     return (hasattr(new, "shape") and tuple(new.shape) == tuple(old.shape)
-            and (new.dtype == old.dtype or _dtype_name(new.dtype) == _dtype_name(old.dtype)))
+            and ((type(new.dtype) is type(old.dtype) and new.dtype == old.dtype)  # (no cross-library comparison)
+                 or _dtype_name(new.dtype) == _dtype_name(old.dtype)))
 
 
 def _check_like(what: str, new: Any, old: Any) -> None:
