@@ -111,13 +111,13 @@ def policy_nets(kind: str, *, nested: bool = False, log_prob: bool = True, nobs:
                             [k("observation")], [k("loc"), k("scale")])
     tactor = TPA(tnet, in_keys=[k("loc"), k("scale")], distribution_class=tdist, **tkw)
 
-    def actor() -> Any:
+    def normal_actor() -> Any:
         mlp, ape = MLP(in_features=nobs, out_features=2 * na, num_cells=[8]), NormalParamExtractor()
         net = KeyedModule(lambda p, o: ape.apply({}, mlp.apply(p, o)), params=mlp.params, in_keys=[k("observation")],
                           out_keys=[k("loc"), k("scale")])
         return ProbabilisticActor(net, in_keys=[k("loc"), k("scale")], distribution_class=adist, **out)
 
-    return tactor, actor, "0.0."
+    return tactor, normal_actor, "0.0."
 
 
 def _value_pair(nobs: int = NOBS, cells: int = 8) -> tuple:
@@ -340,7 +340,7 @@ def ppo_case(rng: np.random.Generator, **opts: Any) -> Any:
                 want.pop("loss_objective")
             return want
 
-    grads = [("actor_network_params", ("actor_network", "0"), prefix)]
+    grads: list[tuple[str, tuple[str, ...], Any]] = [("actor_network_params", ("actor_network", "0"), prefix)]
     terms = {"loss_objective": ("actor_network",)}
     if critic:
         grads.append(("critic_network_params", ("critic_network",), ""))
@@ -528,7 +528,7 @@ def mappo_case(rng: np.random.Generator, **opts: Any) -> Any:
     keys = dict(value=(AG, "state_value"))
     if adv == "given":
         keys.update(advantage=(AG, "advantage"), value_target=(AG, "value_target"))
-    vn_pair = None
+    vn_pair: tuple[Any, Callable[[], Any]] | None = None
     if vnorm == "popart":
         vn_pair = (tvn.PopArtValueNorm(shape=1, beta=0.7), lambda: PopArtValueNorm(shape=1, beta=0.7))
     elif vnorm == "running":
@@ -560,7 +560,8 @@ def mappo_case(rng: np.random.Generator, **opts: Any) -> Any:
         return KeyedModule(f, params=mlp.params, in_keys=[(AG, "observation")], out_keys=[(AG, "state_value")])
 
     tcls, acls = (TMAPPO, MAPPOLoss) if central else (TIPPO, IPPOLoss)
-    tl = tcls(tactor, tcritic, **kw, **({"value_norm": vn_pair[0]} if vn_pair else {}))
+    vn_kw: dict[str, Any] = {"value_norm": vn_pair[0]} if vn_pair else {}
+    tl = tcls(tactor, tcritic, **kw, **vn_kw)
     tl.set_keys(**keys)
     td = rollout(rng, tactor, B, T, nested=N).exclude((AG, "logits"), (AG, "loc"), (AG, "scale"))
     if adv == "given":
@@ -931,6 +932,8 @@ def td3_case(rng: np.random.Generator, **opts: Any) -> Any:
     B = 6
     tactor, tq, actor, q = _deterministic_nets()
     if bounds == "spec":
+        low: float | list[float]
+        high: float | list[float]
         low, high = [-1.0, -0.5], [1.0, 0.8]
         bkw: dict[str, Any] = {"action_spec": Bounded(torch.tensor(low), torch.tensor(high), (NA,))}
     else:

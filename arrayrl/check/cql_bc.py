@@ -164,6 +164,7 @@ def cql_case(rng: np.random.Generator, **opts: Any) -> Any:
         onl = tl.qvalue_network_params
         a_next, lp_next = _policy_draw(tl, nobs, eps_next)
         if mqb:
+            assert eps_backup is not None  # popped above whenever mqb
             a_b, _ = _policy_draw(tl, rep(nobs), eps_backup)
             q_next = _q_all(tl, rep(nobs), a_b, tgt)[..., 0].reshape(2, B, k)
         else:
@@ -299,9 +300,10 @@ def bc_case(rng: np.random.Generator, **opts: Any) -> Any:
     shape = pick(rng, opts, "shape", ("flat", "chunk")) if kind != "logits" else opts.setdefault("shape", "flat")
     pad = pick(rng, opts, "pad_mask", (False, True)) if red != "none" else opts.setdefault("pad_mask", False)
     B = pick(rng, opts, "B", (3, 5))
-    lead = (B,) if shape == "flat" else (B, 3)
+    lead: tuple[int, ...] = (B,) if shape == "flat" else (B, 3)
     nA = 4
     obs = rng.normal(size=lead + (A.NOBS,))
+    path: tuple[str, ...]
     if kind == "deterministic":
         tnet = TensorDictModule(TMLP(in_features=A.NOBS, out_features=A.NA, num_cells=[8]), ["observation"],
                                 ["action"])
@@ -311,7 +313,7 @@ def bc_case(rng: np.random.Generator, **opts: Any) -> Any:
                                out_keys=["action"])
 
         prefix, path = "", ("actor_network",)
-        action = 3.0 * rng.uniform(-0.9, 0.9, lead + (A.NA,))  # smooth_l1 sees both branches
+        action: np.ndarray = 3.0 * rng.uniform(-0.9, 0.9, lead + (A.NA,))  # smooth_l1 sees both branches
     elif kind == "stochastic":
         tnet, anet, prefix = A.policy_nets(pick(rng, opts, "dist", ("tanh", "independent")), log_prob=False)
         path = ("actor_network", "0")

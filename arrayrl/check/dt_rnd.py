@@ -172,7 +172,7 @@ def online_dt_case(rng: np.random.Generator, **opts: Any) -> Any:
             ll.numpy(), lp.numpy(), log_alpha=log_alpha0, target_entropy=te, min_alpha=amin, max_alpha=amax,
             reduction=red, torchrl_compat=True, **_masks(td_ref))
 
-    grads = [("actor_network_params", ("actor_network", "0"), prefix)]
+    grads: list[tuple[str, tuple[str, ...], Any]] = [("actor_network_params", ("actor_network", "0"), prefix)]
     if not fixed:
         grads.append(("log_alpha", ("log_alpha",), ""))
     return L.LossCase("OnlineDTLoss", opts, tl, td, build, grads,

@@ -726,7 +726,8 @@ class NormalRecorder:
         import torch
         import torch.distributions.normal as tdn
 
-        self._torch, self._mod, self.draws = torch, tdn, []
+        self.draws: list[np.ndarray] = []
+        self._torch, self._mod = torch, tdn
         self._orig = tdn._standard_normal, torch.randn_like
         self._orig_perm, self._orig_sample = torch.randperm, tdn.Normal.sample
         self._orig_uniform, self._orig_rand = torch.Tensor.uniform_, torch.rand
