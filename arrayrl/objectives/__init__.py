@@ -12,7 +12,7 @@ from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .gail import GAILLoss
 from .dreamer import DreamerActorLoss, DreamerEnv, DreamerModelLoss, DreamerValueLoss
-from .dreamer_v3 import DreamerV3ModelLoss, DreamerV3ValueLoss
+from .dreamer_v3 import DreamerV3ActorLoss, DreamerV3ModelLoss, DreamerV3ValueLoss
 from .dreamer_utils import (
     categorical_kl_balanced,
     categorical_kl_terms,
@@ -88,6 +88,7 @@ __all__ = [
     "DreamerValueLoss",
     "DreamerEnv",
     "DreamerV3ModelLoss",
+    "DreamerV3ActorLoss",
     "DreamerV3ValueLoss",
     "RunningMeanStd",
     "MAPPOLoss",

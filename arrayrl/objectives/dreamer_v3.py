@@ -484,3 +484,302 @@ class DreamerV3ValueLoss(LossModule):
                                                          stop_gradient(batch)), tk.value, "slow-critic value")
             loss = loss + self.slow_critic_regularization * self._step_loss(pred, stop_gradient(v[..., :-1, 0]), xp)
         return {"loss_replay_value": reduce_loss(weight * loss, self.reduction)}
+
+
+# ------------------------------------------------------------------------------------------------ actor loss
+from .dreamer import DreamerActorLoss as _DreamerV1ActorLoss  # noqa: E402  (the imagination rollout is shared)
+from .dreamer import DreamerEnv as _DreamerEnv  # noqa: E402
+from .dreamer import _check_bool, _sg_tree  # noqa: E402
+from .value_norm import PercentileValueNorm  # noqa: E402
+
+
+def _col(x: Any, like: Any) -> Any:
+    """TorchRL's ``_match_trailing_dim``: ``x`` aligned to ``like`` ``[*B, H, 1]`` (unsqueeze / sum a feature axis)."""
+    xp = namespace_of(x)
+    if x.ndim == like.ndim:
+        return x
+    if x.ndim == like.ndim - 1:
+        return xp.expand_dims(x, axis=-1)
+    if x.ndim == like.ndim + 1:
+        return xp.sum(x, axis=-1, keepdims=True)
+    raise ValueError(f"Cannot align source shape {tuple(x.shape)} to reference shape {tuple(like.shape)}")
+
+
+class DreamerV3ActorLoss(_DreamerV1ActorLoss):
+    """DreamerV3 actor loss (TorchRL 0.14.1 ``torchrl.objectives.DreamerV3ActorLoss``) on latent imagination.
+
+    From ``state`` and ``belief`` (without tape) the actor and the world model of ``model_based_env`` (a
+    :class:`~arrayrl.objectives.dreamer.DreamerEnv`, held out) are rolled for ``imagination_horizon`` steps **on the
+    tape** (the rollout of :class:`~arrayrl.objectives.dreamer.DreamerActorLoss`); ``V' = V(s_{t+1})`` from
+    ``value_model`` (held out: constant parameters, gradient through its inputs). Then, over ``[*B, H, 1]``:
+
+    * continuation ``c_t`` (with ``continuation_model``, held out): ``c`` at ``s_{t+1}`` and ``root c`` at ``s_t``;
+      ``G_t = r_t + gamma c_t ((1 - lambda) V'_t + lambda G_{t+1})``, ``G_H = V'_{H-1}``.
+      Without it: TD(lambda) along the horizon with ``c = 1`` (default) or TorchRL's one-step ``r_t + gamma V'_t``
+      (``torchrl_compat=True``; see the divergences).
+    * ``w_t = cumprod([root c_0, gamma root c_1, ...])`` (``discount_loss``; ``root c = 1`` without the model) or 1,
+      detached (written as ``discount_weight``).
+    * return scale ``S = max(hi - lo, min_scale)`` of a :class:`~arrayrl.objectives.value_norm.PercentileValueNorm`
+      (``loss.retnorm``) whose explicit state ``loss.retnorm_state`` (``{"low", "high"}`` ``[1]``, zeros at first)
+      is updated from ``G`` before use in training mode (``loss.train()`` / ``loss.eval()``); 1 without
+      ``return_normalization``.
+    * reparameterised (default): ``loss_actor = -mean(w G / S)``; ``use_reinforce=True``:
+      ``-mean(w log pi(sg a_t | sg s_t) sg(G_t - V(s_t)) / S)``.
+    * entropy bonus (``entropy_bonus > 0``): ``H_t`` analytic, else ``-log pi`` of one reparameterised draw at the
+      detached imagined states; ``actor_entropy = sg mean(w H)``, ``loss_actor -= entropy_bonus mean(w H)``.
+
+    Outputs (0-d): ``loss_actor``, ``actor_entropy``, ``return_low``, ``return_high``, ``return_scale``,
+    ``continuation_mean`` (1 without the model). ``forward`` and ``value_and_grad`` return ``(loss_dict, fake_data)``
+    (``fake_data [*B, H, ...]`` without tape, with ``lambda_target``, ``discount_weight`` and, with the model,
+    ``continuation`` and ``("next", continuation)``: the input of :class:`DreamerV3ValueLoss`).
+
+    Args (TorchRL's): ``actor_model`` (a :class:`~arrayrl.nn.ProbabilisticActor` reading ``state``, ``belief``),
+    ``value_model`` (a keyed module writing ``state_value``), ``model_based_env``; keyword: ``continuation_model=None``
+    (a keyed module writing ``continuation`` probabilities), ``imagination_horizon=15``, ``discount_loss=True``,
+    ``entropy_bonus=3e-4``, ``use_reinforce=False``, ``return_normalization=True``,
+    ``return_normalization_rate=0.01``, ``return_normalization_quantiles=(0.05, 0.95)``,
+    ``return_normalization_min_scale=1.0``; ``gamma``/``lmbda`` raise ``TypeError`` (use
+    :meth:`make_value_estimator`; default TDLambda(0.99, 0.95)); arrayrl: ``torchrl_compat=False``, ``generator``.
+    Draws, TorchRL's order: per imagined step the action noise ``[*B, A]`` then the world model's (the prior's
+    uniforms ``[*B, C]``); then, for a non-analytic entropy, one standard normal ``[*B, H, A]``.
+    ``loss.params = {"actor_model": tree}``.
+
+    The seed example (TorchRL's documentation sizes):
+
+    >>> import numpy as np
+    >>> from arrayrl.distributions import TanhNormal
+    >>> from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor, Sequential
+    >>> from arrayrl.nn.rssm import RSSMPriorV3
+    >>> from arrayrl.nn.rssm_v1 import DreamerActor, StochasticKeyedModule
+    >>> from arrayrl.objectives.dreamer import DreamerEnv
+    >>> from arrayrl.objectives.dreamer_v3 import DreamerV3ActorLoss
+    >>> from arrayrl.random import Generator
+    >>> from arrayrl.value import ValueEstimators
+    >>> g = Generator(0)
+    >>> action_dim = 7
+    >>> rssm_prior = RSSMPriorV3(hidden_dim=8, rnn_hidden_dim=8, num_categoricals=4, num_classes=4,
+    ...                          action_dim=action_dim, generator=g)
+    >>> transition = StochasticKeyedModule(rssm_prior, in_keys=["state", "belief", "action"],
+    ...                                    out_keys=["_", "state", "belief"])
+    >>> reward = KeyedModule(MLP(16 + 8, 1, depth=1, num_cells=8, generator=g), in_keys=["state", "belief"],
+    ...                      out_keys=["reward"])
+    >>> mb_env = DreamerEnv(Sequential(transition, reward), prior_shape=[16], belief_shape=[8])
+    >>> actor_module = DreamerActor(action_dim, depth=1, num_cells=8, in_features=16 + 8, generator=g)
+    >>> actor = ProbabilisticActor(KeyedModule(actor_module, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
+    ...                            in_keys=["loc", "scale"], distribution_class=TanhNormal)
+    >>> value = KeyedModule(MLP(16 + 8, 1, depth=1, num_cells=8, generator=g), in_keys=["state", "belief"],
+    ...                     out_keys=["state_value"])
+    >>> loss = DreamerV3ActorLoss(actor, value, mb_env, imagination_horizon=3)
+    >>> loss = loss.make_value_estimator(ValueEstimators.TDLambda)
+    >>> rng = np.random.default_rng(0)
+    >>> td = {"state": rng.normal(size=(2, 16)), "belief": rng.normal(size=(2, 8))}
+    >>> loss_td, fake_data = loss(td, generator=g)
+    >>> "loss_actor" in loss_td
+    True
+    >>> fake_data["lambda_target"].shape
+    (2, 3, 1)
+    """
+
+    @dataclasses.dataclass
+    class _AcceptedKeys:
+        state: Any = "state"
+        belief: Any = "belief"
+        reward: Any = "reward"
+        value: Any = "state_value"
+        action: Any = "action"
+        action_log_prob: Any = "action_log_prob"
+        done: Any = "done"
+        terminated: Any = "terminated"
+        continuation: Any = "continuation"
+        discount_weight: Any = "discount_weight"
+
+    default_keys = _AcceptedKeys
+    _OUT_KEYS = ("loss_actor", "actor_entropy", "return_low", "return_high", "return_scale", "continuation_mean")
+    training = True
+
+    def __init__(self, actor_model: Any, value_model: Any, model_based_env: _DreamerEnv, *,
+                 continuation_model: Any = None, imagination_horizon: int = 15, discount_loss: bool = True,
+                 entropy_bonus: float = 3e-4, use_reinforce: bool = False, return_normalization: bool = True,
+                 return_normalization_rate: float = 0.01, return_normalization_quantiles: tuple = (0.05, 0.95),
+                 return_normalization_min_scale: float = 1.0, gamma: Any = None, lmbda: Any = None,
+                 torchrl_compat: bool = False, generator: Any = None):
+        super().__init__(actor_model, value_model, model_based_env, imagination_horizon=imagination_horizon,
+                         discount_loss=discount_loss, gamma=gamma, lmbda=lmbda, torchrl_compat=torchrl_compat,
+                         generator=generator)
+        if continuation_model is not None:
+            _check_net(continuation_model, "continuation_model")
+        self.continuation_model = continuation_model
+        self.entropy_bonus = _nonneg(entropy_bonus, "entropy_bonus")
+        self.use_reinforce = _check_bool(use_reinforce, "use_reinforce")
+        self.return_normalization = _check_bool(return_normalization, "return_normalization")
+        q = tuple(return_normalization_quantiles)
+        if len(q) != 2:
+            raise ValueError(f"return_normalization_quantiles: expected (low, high), got {return_normalization_quantiles!r}")
+        self.retnorm = PercentileValueNorm(quantiles=(_num(q[0], "return_normalization_quantiles[0]"),
+                                                      _num(q[1], "return_normalization_quantiles[1]")),
+                                           rate=_num(return_normalization_rate, "return_normalization_rate"),
+                                           min_scale=_num(return_normalization_min_scale,
+                                                          "return_normalization_min_scale"))
+        self.retnorm_state: Any = None
+
+    # ------------------------------------------------------------------------------------------------ mode/state
+    def train(self, mode: bool = True) -> "DreamerV3ActorLoss":
+        """Training mode (the return statistics move at each forward) or not; returns the loss."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "DreamerV3ActorLoss":
+        return self.train(False)
+
+    @property
+    def return_normalization_rate(self) -> float:
+        return self.retnorm.rate
+
+    @property
+    def return_normalization_quantiles(self) -> tuple:
+        return self.retnorm.quantiles
+
+    @property
+    def return_normalization_min_scale(self) -> float:
+        return self.retnorm.min_scale
+
+    @property
+    def return_low(self) -> Any:
+        """The low return quantile's EMA, 0-d (``None`` before the first forward)."""
+        s = self.retnorm_state
+        return None if s is None else namespace_of(s["low"]).squeeze(s["low"], axis=-1)
+
+    @property
+    def return_high(self) -> Any:
+        s = self.retnorm_state
+        return None if s is None else namespace_of(s["high"]).squeeze(s["high"], axis=-1)
+
+    # ------------------------------------------------------------------------------------------------ targets
+    def lambda_target(self, reward: Any, value: Any, continuation: Any = None) -> Any:  # type: ignore[override]
+        """``reward``, ``value = V(s_{t+1})``, ``continuation`` (at ``s_{t+1}``), all ``[*B, H, 1]``: TD(lambda)
+        along ``H`` weighted by the continuation; without it as :class:`DreamerActorLoss` (``torchrl_compat``:
+        ``r + gamma V'``)."""
+        if continuation is None:
+            return super().lambda_target(reward, value)
+        check_floating(reward, "reward")
+        check_floating(value, "value")
+        check_floating(continuation, "continuation")
+        for name, v in (("value", value), ("continuation", continuation)):
+            if tuple(v.shape) != tuple(reward.shape) or reward.ndim < 2:
+                raise ValueError(f"{name}: expected the shape of reward {tuple(reward.shape)} ([*B, H, 1]), got "
+                                 f"{tuple(v.shape)}")
+        gamma, lmbda = self._gamma_lmbda()
+        xp = namespace_of(reward, value, continuation)
+        h = int(reward.shape[-2])
+        nxt = value[..., h - 1, :]
+        out = []
+        for t in range(h - 1, -1, -1):
+            nxt = reward[..., t, :] + gamma * continuation[..., t, :] * (
+                (1 - lmbda) * value[..., t, :] + lmbda * nxt)
+            out.append(nxt)
+        return xp.stack(out[::-1], axis=-2)
+
+    def _return_scale(self, returns: Any) -> Any:
+        xp = namespace_of(returns)
+        state = self.retnorm_state
+        if state is None:
+            state = self.retnorm.init(like=returns)
+        if self.return_normalization and self.training:
+            state = self.retnorm.update(stop_gradient(returns), state)
+        self.retnorm_state = state
+        if not self.return_normalization:
+            return xp.ones((), dtype=returns.dtype, **_dev_kw(returns))
+        return xp.astype(xp.squeeze(self.retnorm.scale(state), axis=-1), returns.dtype)
+
+    # ------------------------------------------------------------------------------------------------ loss
+    def _forward_full(self, batch: Mapping, params: dict) -> tuple:
+        tk = self.tensor_keys
+        fake = self._imagine(batch, params)
+        nxt = fake["next"]
+        next_td = _data.with_({"state": nxt["state"]}, tk.belief, _data.get(nxt, tk.belief))
+        next_value = _get(self.value_model.apply(_sg_tree(self.value_model.params), next_td), tk.value,
+                          "value written by value_model")
+        reward = _data.get(nxt, tk.reward)
+        xp = namespace_of(reward)
+        cont = root = None
+        cm = self.continuation_model
+        if cm is not None:
+            cparams = _sg_tree(cm.params)
+            cur_td = _data.with_({"state": fake["state"]}, tk.belief, _data.get(fake, tk.belief))
+            first = _get(cm.apply(cparams, _tree_slice0(cur_td)), tk.continuation, "continuation written by "
+                         "continuation_model")
+            cont = _get(cm.apply(cparams, next_td), tk.continuation, "continuation written by continuation_model")
+            check_floating(cont, "continuation")
+            root = xp.concat([first, cont[..., :-1, :]], axis=-2)
+            fake = _data.with_(fake, tk.continuation, root)
+            fake = _data.with_(fake, ("next", *_data.unravel_key(tk.continuation)), cont)
+        lam = self.lambda_target(reward, next_value, cont)
+        fake = _data.with_(fake, "lambda_target", lam)
+        if self.discount_loss:
+            gamma, _ = self._gamma_lmbda()
+            c = stop_gradient(root) if root is not None else xp.ones_like(stop_gradient(lam))
+            w_t = c[..., 0:1, :]
+            ws = [w_t]
+            for t in range(1, int(lam.shape[-2])):
+                w_t = w_t * (gamma * c[..., t:t + 1, :])
+                ws.append(w_t)
+            discount = xp.concat(ws, axis=-2)
+        else:
+            discount = xp.ones_like(stop_gradient(lam))
+        discount = stop_gradient(discount)
+        fake = _data.with_(fake, tk.discount_weight, discount)
+
+        actor = self._networks["actor_model"]
+        dist = None
+        if self.use_reinforce or self.entropy_bonus > 0:
+            inputs = _data.with_({"state": stop_gradient(fake["state"])}, tk.belief,
+                                 stop_gradient(_data.get(fake, tk.belief)))
+            dist = actor.get_dist(params["actor_model"], inputs)
+        scale = self._return_scale(lam)
+        if self.use_reinforce:
+            action = stop_gradient(_get(fake, tk.action, "imagined action"))
+            log_prob = _col(dist.log_prob(action), lam)
+            base_td = _data.with_({"state": fake["state"]}, tk.belief, _data.get(fake, tk.belief))
+            baseline = _get(self.value_model.apply(_sg_tree(self.value_model.params), base_td), tk.value,
+                            "value written by value_model")
+            adv = stop_gradient(lam - baseline) / scale
+            actor_loss = -xp.mean(discount * log_prob * adv)
+        else:
+            actor_loss = -xp.mean(discount * lam / scale)
+        if self.entropy_bonus > 0:
+            from .policy_gradient import has_analytic_entropy
+
+            if has_analytic_entropy(dist):
+                ent = dist.entropy()
+            else:
+                _, lp = dist.rsample_and_log_prob(self._gen())
+                ent = -lp
+            ent = xp.mean(discount * _col(ent, discount))
+            actor_loss = actor_loss - self.entropy_bonus * ent
+        else:
+            ent = xp.zeros((), dtype=lam.dtype, **_dev_kw(lam))
+        st = self.retnorm_state
+        out = {"loss_actor": actor_loss, "actor_entropy": stop_gradient(ent),
+               "return_low": xp.astype(xp.squeeze(st["low"], axis=-1), lam.dtype),
+               "return_high": xp.astype(xp.squeeze(st["high"], axis=-1), lam.dtype),
+               "return_scale": stop_gradient(scale),
+               "continuation_mean": (stop_gradient(xp.mean(cont)) if cont is not None
+                                     else xp.ones((), dtype=lam.dtype, **_dev_kw(lam)))}
+        return out, fake
+
+
+def _dev_kw(x: Any) -> dict:
+    from .._backend import device_of
+
+    dev = device_of(stop_gradient(x))
+    return {} if dev is None else {"device": dev}
+
+
+def _tree_slice0(tree: Any) -> Any:
+    """``tree[..., :1]`` along the imagination axis (``-2`` of the ``[*B, H, F]`` leaves)."""
+    if isinstance(tree, Mapping):
+        return {k: _tree_slice0(v) for k, v in tree.items()}
+    return tree[..., 0:1, :]
+
+
+__all__ += ["DreamerV3ActorLoss"]

@@ -302,7 +302,9 @@ def test_distributional_any_batch_rank():
 
 
 # ------------------------------------------------------------------------------------------------ doctests
-@pytest.mark.parametrize("module", ["arrayrl.objectives.dqn", "arrayrl.objectives.iql", "arrayrl.objectives.multiagent.qmixer"])
+@pytest.mark.parametrize("module", ["arrayrl.objectives.dqn", "arrayrl.objectives.iql", "arrayrl.objectives.multiagent.qmixer",
+                                    "arrayrl.objectives.ddpg", "arrayrl.objectives.ppo", "arrayrl.objectives.dreamer_v3",
+                                    "arrayrl.recipes.buffer"])
 def test_docstring_examples(module):
     import importlib
 
