@@ -141,6 +141,14 @@ class DreamerV3ModelLoss(LossModule):
     default_keys = _AcceptedKeys
     _POLICY_NETWORK = None
 
+    kl_mode: str
+    reco_loss: str
+    reco_symlog: bool | list | tuple
+    reward_two_hot: bool
+    num_reward_bins: int
+    global_average: bool
+    detach_output: bool
+
     def __init__(self, world_model: Any, *, lambda_kl: float = 1.0, lambda_reco: float = 1.0,
                  lambda_reward: float = 1.0, lambda_continue: float = 0.0, kl_mode: str = "balanced",
                  lambda_dynamic: float = 1.0, lambda_representation: float = 0.1, unimix: float = 0.0,
@@ -249,6 +257,7 @@ class DreamerV3ModelLoss(LossModule):
                 r = xp.sum(xp.reshape(r, batch_shape + (-1,)), axis=-1)
             r = xp.reshape(xp.mean(r), (1,))
             reco = r if reco is None else reco + r
+        assert reco is not None  # _heads() returns at least one head
         res["loss_model_reco"] = self.lambda_reco * reco
         # reward
         if self.reward_two_hot:
@@ -354,6 +363,13 @@ class DreamerV3ValueLoss(LossModule):
     default_keys = _AcceptedKeys
     _OUT_KEYS = ("loss_value", "value_slow_loss")
     _POLICY_NETWORK = None
+
+    value_loss: str
+    discount_loss: bool
+    gamma: float
+    num_value_bins: int
+    actor_loss: Any
+    slow_critic_regularization: float
 
     def __init__(self, value_model: Any, value_loss: str = "symlog_mse", discount_loss: bool = True,
                  gamma: float = 0.99, num_value_bins: int = DEFAULT_NUM_BINS, actor_loss: Any = None,
@@ -593,8 +609,8 @@ class DreamerV3ActorLoss(_DreamerV1ActorLoss):
         continuation: Any = "continuation"
         discount_weight: Any = "discount_weight"
 
-    default_keys = _AcceptedKeys
-    _OUT_KEYS = ("loss_actor", "actor_entropy", "return_low", "return_high", "return_scale", "continuation_mean")
+    default_keys: Any = _AcceptedKeys
+    _OUT_KEYS: tuple = ("loss_actor", "actor_entropy", "return_low", "return_high", "return_scale", "continuation_mean")
     training = True
 
     def __init__(self, actor_model: Any, value_model: Any, model_based_env: _DreamerEnv, *,
@@ -655,7 +671,7 @@ class DreamerV3ActorLoss(_DreamerV1ActorLoss):
         return None if s is None else namespace_of(s["high"]).squeeze(s["high"], axis=-1)
 
     # ------------------------------------------------------------------------------------------------ targets
-    def lambda_target(self, reward: Any, value: Any, continuation: Any = None) -> Any:  # type: ignore[override]
+    def lambda_target(self, reward: Any, value: Any, continuation: Any = None) -> Any:
         """``reward``, ``value = V(s_{t+1})``, ``continuation`` (at ``s_{t+1}``), all ``[*B, H, 1]``: TD(lambda)
         along ``H`` weighted by the continuation; without it as :class:`DreamerActorLoss` (``torchrl_compat``:
         ``r + gamma V'``)."""
@@ -737,6 +753,7 @@ class DreamerV3ActorLoss(_DreamerV1ActorLoss):
             dist = actor.get_dist(params["actor_model"], inputs)
         scale = self._return_scale(lam)
         if self.use_reinforce:
+            assert dist is not None  # built above when use_reinforce
             action = stop_gradient(_get(fake, tk.action, "imagined action"))
             log_prob = _col(dist.log_prob(action), lam)
             base_td = _data.with_({"state": fake["state"]}, tk.belief, _data.get(fake, tk.belief))
@@ -749,6 +766,7 @@ class DreamerV3ActorLoss(_DreamerV1ActorLoss):
         if self.entropy_bonus > 0:
             from .policy_gradient import has_analytic_entropy
 
+            assert dist is not None  # built above when entropy_bonus > 0
             if has_analytic_entropy(dist):
                 ent = dist.entropy()
             else:
