@@ -12,7 +12,14 @@ Networks (both sides the same layouts, independently initialised):
   keys its estimator writes, so every call recomputes GAE);
 * SAC v2 (2 critics), TD3 (2 critics), REDQ (10 critics, 2 sub-sampled): MLPs ``h x h`` ReLU (``h`` = 256 as
   CleanRL's SAC/TD3, or 64), obs 8, action 2; SAC/REDQ: TanhNormal actor, target entropy -2; TD3: deterministic
-  ReLU actor with a tanh output, bounds [-1, 1]. TD(0) targets, gamma 0.99.
+  ReLU actor with a tanh output, bounds [-1, 1]. TD(0) targets, gamma 0.99;
+* CQL (CQL(H), 2 critics, ``num_random`` 10, TanhNormal actor, target entropy -2, the other arguments the
+  libraries' defaults): MLPs ``h x h`` ReLU (``h`` = 256 as CleanRL's / TorchRL's CQL examples, or 64), obs 8,
+  action 2, TD(0), gamma 0.99;
+* GAIL with the WGAN-GP gradient penalty (``use_grad_penalty=True``, ``gp_lambda`` 10): discriminator MLP 64x64
+  tanh on ``concat(obs 8, action 2)`` -> 1 -> sigmoid; ``B`` expert and ``B`` collector pairs (the penalty's
+  double backward included in both libraries' steps; arrayrl draws its default one coefficient per sample,
+  TorchRL one per element).
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ def _cases() -> dict:
         for h in (256, 64):
             c[f"{loss}-256-h{h}"] = dict(loss=loss, batch=256, hidden=h, target=3.0)
             c[f"{loss}-4096-h{h}"] = dict(loss=loss, batch=4096, hidden=h, target=1.0)
+    for h in (256, 64):
+        c[f"cql-256-h{h}"] = dict(loss="cql", batch=256, hidden=h, target=3.0)
+        c[f"cql-4096-h{h}"] = dict(loss="cql", batch=4096, hidden=h, target=1.0)
+    c["gail-256"] = dict(loss="gail", batch=256, hidden=64, target=3.0)
+    c["gail-4096"] = dict(loss="gail", batch=4096, hidden=64, target=1.0)
     for name, spec in c.items():
         spec["name"] = name
     return c
@@ -61,6 +73,10 @@ def describe(spec: dict) -> str:
     b = spec["batch"]
     shape = f"[{b[0]}x{b[1]}] GAE inside" if isinstance(b, tuple) else str(b)
     extra = {"tanh": ", TanhNormal"}.get(spec.get("dist"), "")
+    if spec["loss"] == "gail":
+        extra = ", grad penalty"
+    elif spec["loss"] == "cql":
+        extra = ", 2 critics, num_random 10"
     h = spec["hidden"]
     return f"{shape}, {h}x{h}{extra}"
 
@@ -95,7 +111,11 @@ def data(spec: dict, seed: int = 0) -> dict:
         else:
             out["advantage"], out["value_target"] = n(1), n(1)
         return out
-    # sac / td3 / redq / iql: a continuous transition
+    if loss == "gail":  # B expert and B collector (observation, action) pairs
+        return {"observation": n(OBS), "action": rng.uniform(-0.9, 0.9, size=bs + (ACT_DIM,)).astype(f),
+                "collector_observation": n(OBS) + f(0.5),
+                "collector_action": rng.uniform(-0.9, 0.9, size=bs + (ACT_DIM,)).astype(f)}
+    # sac / td3 / redq / iql / cql: a continuous transition
     return {"observation": n(OBS), "action": rng.uniform(-0.9, 0.9, size=bs + (ACT_DIM,)).astype(f),
             "next": {"observation": n(OBS), "reward": n(1), "done": term, "terminated": term}}
 
@@ -159,9 +179,24 @@ def arrayrl_step(spec: dict):
         from arrayrl.objectives.redq import REDQLoss
 
         loss = REDQLoss(gaussian_actor(TanhNormal), q_net(), num_qvalue_nets=10, target_entropy=-float(ACT_DIM))
+    elif loss_name == "cql":
+        loss = O.CQLLoss(gaussian_actor(TanhNormal), q_net(), num_random=10, target_entropy=-float(ACT_DIM))
+    elif loss_name == "gail":
+        from arrayrl import ops
+
+        dmlp = MLP(in_features=OBS + ACT_DIM, out_features=1, num_cells=[h, h], activation_class="tanh",
+                   dtype=np.float32)
+
+        def disc(p, o, a):
+            from arrayrl._backend import namespace_of
+
+            return ops.sigmoid(dmlp.apply(p, namespace_of(o, a).concat([o, a], axis=-1)))
+
+        loss = O.GAILLoss(KeyedModule(disc, params=dmlp.params, in_keys=["observation", "action"],
+                                      out_keys=["d_logits"]), use_grad_penalty=True, gp_lambda=10)
     else:
         raise ValueError(loss_name)
-    if loss_name not in ("ppo", "a2c"):
+    if loss_name not in ("ppo", "a2c", "gail"):
         loss.make_value_estimator(gamma=0.99)
     batch = data(spec)
 
@@ -227,9 +262,23 @@ def torchrl_step(spec: dict):
         loss = TO.TD3Loss(actor, q_net(), bounds=(-1.0, 1.0))
     elif loss_name == "redq":
         loss = TO.REDQLoss(gaussian_actor(TanhNormal), q_net(), num_qvalue_nets=10, target_entropy=-float(ACT_DIM))
+    elif loss_name == "cql":
+        loss = TO.CQLLoss(gaussian_actor(TanhNormal), q_net(), num_random=10, target_entropy=-float(ACT_DIM))
+    elif loss_name == "gail":
+        class Disc(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.mlp = MLP(in_features=OBS + ACT_DIM, out_features=1, num_cells=[h, h],
+                               activation_class=torch.nn.Tanh)
+
+            def forward(self, o, a):
+                return torch.sigmoid(self.mlp(torch.cat([o, a], -1)))
+
+        loss = TO.GAILLoss(TensorDictModule(Disc(), in_keys=["observation", "action"], out_keys=["d_logits"]),
+                           use_grad_penalty=True, gp_lambda=10)
     else:
         raise ValueError(loss_name)
-    if loss_name not in ("ppo", "a2c"):
+    if loss_name not in ("ppo", "a2c", "gail"):
         loss.make_value_estimator(gamma=0.99)
     b = spec["batch"]
     bs = list(b) if isinstance(b, tuple) else [b]

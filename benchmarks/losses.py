@@ -4,7 +4,9 @@ Cases (:mod:`_loss_cases`, float32): DQNLoss, QMixerLoss, IQLLoss (MLPs 64x64, b
 A2CLoss (64x64 tanh actor and critic, IndependentNormal; flat minibatch of 256 / 4096 with the advantage
 precomputed, and a [64 envs, 128 steps] rollout with GAE computed inside the loss; one ClipPPO row with TanhNormal);
 SACLoss v2, TD3Loss and (when ``arrayrl.objectives.redq`` exists) REDQLoss with 10 critics, MLPs 256x256 (CleanRL)
-and 64x64, batch 256 and 4096.
+and 64x64, batch 256 and 4096; CQLLoss (2 critics, num_random 10, TanhNormal actor; 256x256 as CleanRL's / TorchRL's
+CQL examples, and 64x64; batch 256 and 4096); GAILLoss with the WGAN-GP gradient penalty (gp_lambda 10;
+discriminator MLP 64x64 tanh with a sigmoid output on obs 8 + action 2; batch 256 and 4096).
 
 Protocol: every side runs in its own subprocess (fresh interpreter; no shared allocator or thread state), with its
 library's defaults (arrayrl's default BLAS policy, torch's default intra-op threads). One subprocess per side and
@@ -257,7 +259,10 @@ def main() -> None:
         "critic 64x64 tanh, obs 8, action 2, flat minibatch with advantage and value target precomputed, or a",
         "[64 envs x 128 steps] rollout with GAE (gamma 0.99, lambda 0.95) inside the loss; SAC v2 (2 critics, TanhNormal),",
         "TD3 (2 critics, tanh-output actor), REDQ (10 critics, 2 sampled; only if `arrayrl.objectives.redq` exists):",
-        "ReLU MLPs hxh (h = 256 as CleanRL, or 64), obs 8, action 2, TD(0), gamma 0.99.",
+        "ReLU MLPs hxh (h = 256 as CleanRL, or 64), obs 8, action 2, TD(0), gamma 0.99. CQL (CQL(H), 2 critics,",
+        "num_random 10, TanhNormal, target entropy -2, TD(0)): ReLU MLPs hxh (h = 256 or 64). GAIL with the gradient",
+        "penalty (gp_lambda 10): discriminator MLP 64x64 tanh -> sigmoid on concat(obs 8, action 2), B expert + B",
+        "collector pairs.",
         "",
     ] + lines
     if any(c < rounds for c in counts.values()):
