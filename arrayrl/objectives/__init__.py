@@ -12,7 +12,7 @@ from .ddpg import DDPGLoss
 from .dqn import DistributionalDQNLoss, DQNLoss
 from .gail import GAILLoss
 from .dreamer import DreamerActorLoss, DreamerEnv, DreamerModelLoss, DreamerValueLoss
-from .dreamer_v3 import DreamerV3ActorLoss, DreamerV3ModelLoss, DreamerV3ValueLoss
+from .dreamer_v3 import DreamerV3ActorLoss, DreamerV3Loss, DreamerV3ModelLoss, DreamerV3ValueLoss
 from .dreamer_utils import (
     categorical_kl_balanced,
     categorical_kl_terms,
@@ -89,6 +89,7 @@ __all__ = [
     "DreamerEnv",
     "DreamerV3ModelLoss",
     "DreamerV3ActorLoss",
+    "DreamerV3Loss",
     "DreamerV3ValueLoss",
     "RunningMeanStd",
     "MAPPOLoss",

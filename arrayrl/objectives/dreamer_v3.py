@@ -801,3 +801,164 @@ def _tree_slice0(tree: Any) -> Any:
 
 
 __all__ += ["DreamerV3ActorLoss"]
+
+
+# ------------------------------------------------------------------------------------------------ composite loss
+class DreamerV3Loss(LossModule):
+    """DreamerV3's composite objective (TorchRL 0.14.1 ``torchrl.objectives.DreamerV3Loss``).
+
+    One call runs, in TorchRL's order:
+
+    1. the world-model loss on the real sequences ``[*B]`` (its outputs squeezed to 0-d);
+    2. the actor loss from the posterior ``("next", state)`` / ``("next", belief)``, detached and flattened to
+       ``[prod(B), F]`` (imagination starts from every posterior state);
+    3. the critic loss on the imagined trajectory, detached;
+    4. with ``replay_value_loss_weight > 0``: the replay-value loss (:meth:`DreamerV3ValueLoss.replay_value_loss`)
+       on the posterior features **with** their path to the world model, bootstrapped from the first imagined
+       ``lambda_target`` of each start state (reshaped to ``[*B]``), against the real ``("next", reward/done/
+       terminated)``, ``gamma = 1 - 1 / continuation_horizon``, ``lmbda``.
+
+    Outputs: the three losses' entries, ``loss_replay_value = replay_value_loss_weight * replay`` (0 when disabled),
+    ``replay_value`` (detached) and, under ``replay_context``, the detached posterior ``{state, belief}`` ``[*B, F]``.
+    The training objective is the sum of the ``loss_*`` entries (:meth:`value_and_grad`). ``loss.params =
+    {"world_model", "actor_model", "value_model"}`` (the sub-losses' live trees). As in TorchRL the imagination's
+    world model and the actor loss's critic are held out, so the world model is trained by the model and the
+    replay-value terms, the actor by ``loss_actor``, the critic by ``loss_value`` and ``loss_replay_value``.
+
+    Args: ``model_loss`` (:class:`DreamerV3ModelLoss`, ``detach_output=False`` when the replay weight is nonzero),
+    ``actor_loss`` (:class:`DreamerV3ActorLoss`), ``value_loss`` (:class:`DreamerV3ValueLoss`); keyword
+    ``replay_value_loss_weight=0.3`` (``>= 0``), ``continuation_horizon=333.0``, ``lmbda=0.95``.
+    ``forward``/``value_and_grad`` take ``generator=`` (the world model's and, if given, the actor loss's draws).
+    """
+
+    @dataclasses.dataclass
+    class _AcceptedKeys:
+        state: Any = "state"
+        belief: Any = "belief"
+        is_init: Any = "is_init"
+        replay_context: Any = "replay_context"
+
+    default_keys = _AcceptedKeys
+    _POLICY_NETWORK = None
+
+    def __init__(self, model_loss: DreamerV3ModelLoss, actor_loss: DreamerV3ActorLoss,
+                 value_loss: DreamerV3ValueLoss, *, replay_value_loss_weight: float = 0.3,
+                 continuation_horizon: float = 333.0, lmbda: float = 0.95) -> None:
+        for name, obj, cls in (("model_loss", model_loss, DreamerV3ModelLoss),
+                               ("actor_loss", actor_loss, DreamerV3ActorLoss),
+                               ("value_loss", value_loss, DreamerV3ValueLoss)):
+            if not isinstance(obj, cls):
+                raise TypeError(f"{name}: expected a {cls.__name__}, got {type(obj).__name__}")
+        w = _num(replay_value_loss_weight, "replay_value_loss_weight")
+        if w < 0:
+            raise ValueError("replay_value_loss_weight must be non-negative.")
+        if w and model_loss.detach_output:
+            raise ValueError("Replay-value learning requires model_loss.detach_output=False.")
+        horizon = _num(continuation_horizon, "continuation_horizon")
+        if not horizon > 0:
+            raise ValueError(f"continuation_horizon: must be > 0, got {continuation_horizon!r}")
+        super().__init__()
+        self.model_loss = model_loss
+        self.actor_loss = actor_loss
+        self.value_loss = value_loss
+        self.replay_value_loss_weight = w
+        self.continuation_horizon = horizon
+        self.lmbda = _num(lmbda, "lmbda")
+        for sub in (model_loss, actor_loss, value_loss):
+            for name, net in sub._networks.items():
+                self.convert_to_functional(net, name)
+                self._owners[name] = sub._owners[name]
+
+    def _in_keys(self) -> list:
+        mk, vk = self.model_loss.tensor_keys, self.value_loss.tensor_keys
+        obs = mk.pixels if isinstance(mk.pixels, list) else [mk.pixels]
+        keys = [*getattr(self.model_loss._networks["world_model"], "in_keys", []),
+                _data.unravel_key(self.tensor_keys.is_init), *(_next(k) for k in obs), _next(mk.reward),
+                _next(vk.reward), _next(vk.done), _next(vk.terminated)]
+        return list(dict.fromkeys(keys))
+
+    def _all_out_keys(self) -> list:
+        keys = list(self.model_loss._all_out_keys()) + list(self.actor_loss._OUT_KEYS)
+        keys += list(self.value_loss._OUT_KEYS) + ["loss_replay_value", "replay_value", "replay_context"]
+        return list(dict.fromkeys(keys))
+
+    def _forward(self, batch: Mapping, params: dict, generator: Any = None) -> dict:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"batch: expected a nested dict of arrays, got {type(batch).__name__}")
+        tk = self.tensor_keys
+        ml, al, vl = self.model_loss, self.actor_loss, self.value_loss
+        out = ml._run_world_model(batch, {"world_model": params["world_model"]}, generator)
+        model_losses = ml._losses(out)
+        nxt = _get(out, "next", "the world model's output under 'next'")
+        state = _get(nxt, tk.state, "the posterior state written by the world model")
+        belief = _get(nxt, tk.belief, "the posterior belief written by the world model")
+        check_floating(state, "('next', state)")
+        batch_shape = tuple(_get(batch, _next(ml.tensor_keys.reward), "the true reward").shape[:-1])
+        if tuple(state.shape[:-1]) != batch_shape or tuple(belief.shape[:-1]) != batch_shape:
+            raise ValueError(f"posterior state {tuple(state.shape)} / belief {tuple(belief.shape)}: expected the "
+                             f"batch shape {batch_shape} of the true reward plus one feature axis")
+        xp = namespace_of(state, belief)
+        actor_input = _data.with_({}, al.tensor_keys.belief,
+                                  stop_gradient(xp.reshape(belief, (-1, int(belief.shape[-1])))))
+        actor_input = _data.with_(actor_input, tk.state, stop_gradient(xp.reshape(state, (-1, int(state.shape[-1])))))
+        actor_gen = generator if generator is not None else al._generator
+        actor_losses, imagined = al._run(lambda: al._forward_full(actor_input, {"actor_model": params["actor_model"]}),
+                                         actor_gen)
+        imagined = stop_gradient(imagined)
+        value_losses = vl._forward(imagined, {"value_model": params["value_model"]})
+        replay_value = None
+        if self.replay_value_loss_weight:
+            vk = vl.tensor_keys
+            feats: dict = {}
+            for key in getattr(vl._networks["value_model"], "in_keys", []):
+                feats = _data.with_(feats, key, _get(nxt, key, "a value-model input written by the world model"))
+            lam = _get(imagined, "lambda_target", "the imagined lambda-return")
+            feats = _data.with_(feats, vk.bootstrap, xp.reshape(lam[..., 0, 0], batch_shape))
+            for k in (vk.reward, vk.done, vk.terminated):
+                feats = _data.with_(feats, _next(k), _get(batch, _next(k), "a replay reward/done/terminated entry"))
+            replay_value = vl._replay(feats, {"value_model": params["value_model"]}, self.continuation_horizon,
+                                      self.lmbda)["loss_replay_value"]
+        else:
+            replay_value = xp.zeros((), dtype=state.dtype, **_dev_kw(state))
+        res: dict = {k: xp.reshape(v, ()) for k, v in model_losses.items()}
+        res.update(actor_losses)
+        res.update(value_losses)
+        res["loss_replay_value"] = self.replay_value_loss_weight * replay_value
+        res["replay_value"] = stop_gradient(replay_value)
+        ctx = _data.with_({}, tk.state, stop_gradient(state))
+        res["replay_context"] = _data.with_(ctx, tk.belief, stop_gradient(belief))
+        return res
+
+    def forward(self, batch: Mapping, *, generator: Any = None) -> dict:  # type: ignore[override]
+        """The outputs (``dict``) with the current parameters."""
+        return self._select(self._forward(batch, self.params, generator))
+
+    def __call__(self, batch: Mapping, /, *, generator: Any = None) -> dict:  # type: ignore[override]
+        return self.forward(batch, generator=generator)
+
+    def value_and_grad(self, batch: Mapping, /, *, terms: Any = None,  # type: ignore[override]
+                       generator: Any = None) -> tuple:
+        """``(outputs, grads)``: the gradient of the sum of the ``loss_*`` outputs (or of ``terms``) w.r.t.
+        :attr:`params` (``{"world_model", "actor_model", "value_model"}``)."""
+        from ..autodiff import value_and_grad
+
+        all_keys = self._all_out_keys()
+        names = [k for k in all_keys if k.startswith("loss_")] if terms is None else list(terms)
+        bad = [t for t in names if t not in all_keys or t == "replay_context"]
+        if bad:
+            raise ValueError(f"terms: {bad} are not scalar outputs of DreamerV3Loss; outputs: {all_keys}")
+
+        def total(p: dict) -> tuple:
+            out = self._forward(batch, p, generator)
+            acc = None
+            for k in names:
+                v = out[k]
+                v = namespace_of(v).sum(v) if v.ndim else v
+                acc = v if acc is None else acc + v
+            return acc, out
+
+        (_, out), grads = value_and_grad(total, has_aux=True)(self.params)
+        return self._select(stop_gradient(out)), grads
+
+
+__all__ += ["DreamerV3Loss"]
