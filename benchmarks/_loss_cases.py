@@ -19,7 +19,15 @@ Networks (both sides the same layouts, independently initialised):
 * GAIL with the WGAN-GP gradient penalty (``use_grad_penalty=True``, ``gp_lambda`` 10): discriminator MLP 64x64
   tanh on ``concat(obs 8, action 2)`` -> 1 -> sigmoid; ``B`` expert and ``B`` collector pairs (the penalty's
   double backward included in both libraries' steps; arrayrl draws its default one coefficient per sample,
-  TorchRL one per element).
+  TorchRL one per element);
+* DreamerV3 actor (``DreamerV3ActorLoss``, built as ``tests/objectives/test_dreamer_v3_actor.py``; the docstring's seed
+  example scaled to 64 units): ``RSSMPriorV3`` (GRU) hidden 64, belief 64, 4 categoricals x 16 classes (state 64),
+  action 7; reward and value MLPs depth 1, 64 cells, ELU; ``DreamerActor`` depth 1, 64 cells -> TanhNormal;
+  ``imagination_horizon`` 15, ``make_value_estimator(TDLambda)`` (gamma 0.99, lambda 0.95), the other arguments the
+  libraries' defaults (entropy bonus 3e-4 with TorchRL's Monte-Carlo entropy, return normalisation); ``B`` start
+  states. arrayrl's default target is TD(lambda) along the horizon, TorchRL's ``r + gamma V'`` without a
+  continuation model (``docs/divergences.md``); the step is the actor loss's forward (imagination on the tape) and
+  backward on both sides.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import os
 
 OBS, N_ACT, N_AGENTS, STATE, EMBED, ACT_DIM = 8, 4, 4, 16, 32, 2
 ENVS, STEPS = 64, 128
+DV3_HID, DV3_BELIEF, DV3_CAT, DV3_CLS, DV3_ACT, DV3_H = 64, 64, 4, 16, 7, 15
+DV3_STATE = DV3_CAT * DV3_CLS
 
 
 def _has_module(rel: str) -> bool:
@@ -61,6 +71,8 @@ def _cases() -> dict:
         c[f"cql-4096-h{h}"] = dict(loss="cql", batch=4096, hidden=h, target=1.0)
     c["gail-256"] = dict(loss="gail", batch=256, hidden=64, target=3.0)
     c["gail-4096"] = dict(loss="gail", batch=4096, hidden=64, target=1.0)
+    c["dreamerv3-actor-256"] = dict(loss="dreamerv3_actor", batch=256, hidden=64, target=2.0)
+    c["dreamerv3-actor-1024"] = dict(loss="dreamerv3_actor", batch=1024, hidden=64, target=1.0)
     for name, spec in c.items():
         spec["name"] = name
     return c
@@ -77,6 +89,9 @@ def describe(spec: dict) -> str:
         extra = ", grad penalty"
     elif spec["loss"] == "cql":
         extra = ", 2 critics, num_random 10"
+    elif spec["loss"] == "dreamerv3_actor":
+        return (f"{shape} start states, H {DV3_H}, RSSMPriorV3 {DV3_HID}/{DV3_BELIEF}/{DV3_CAT}x{DV3_CLS}, "
+                f"MLPs 1x{spec['hidden']}, TanhNormal, TDLambda")
     h = spec["hidden"]
     return f"{shape}, {h}x{h}{extra}"
 
@@ -91,6 +106,8 @@ def data(spec: dict, seed: int = 0) -> dict:
     bs = b if isinstance(b, tuple) else (b,)
     n = lambda *s: rng.normal(size=bs + s).astype(f)  # noqa: E731
     term = rng.uniform(size=bs + (1,)) < (0.01 if loss in ("ppo", "a2c") else 0.1)
+    if loss == "dreamerv3_actor":
+        return {"state": n(DV3_STATE), "belief": n(DV3_BELIEF)}
     if loss == "dqn":
         return {"observation": n(OBS), "action": rng.integers(0, N_ACT, bs),
                 "next": {"observation": n(OBS), "reward": n(1), "done": term, "terminated": term}}
@@ -130,6 +147,8 @@ def arrayrl_step(spec: dict):
     from arrayrl.nn.multiagent import QMixer
 
     loss_name, h = spec["loss"], spec["hidden"]
+    if loss_name == "dreamerv3_actor":
+        return _arrayrl_dreamerv3_actor(spec)
     act = "tanh" if loss_name in ("ppo", "a2c") else "relu"
     kw = dict(num_cells=[h, h], activation_class=act, dtype=np.float32)
 
@@ -207,6 +226,88 @@ def arrayrl_step(spec: dict):
     return step
 
 
+def _arrayrl_dreamerv3_actor(spec: dict):
+    import numpy as np
+
+    from arrayrl.distributions import TanhNormal
+    from arrayrl.nn import MLP, KeyedModule, ProbabilisticActor, Sequential
+    from arrayrl.nn.rssm import RSSMPriorV3
+    from arrayrl.nn.rssm_v1 import DreamerActor, StochasticKeyedModule
+    from arrayrl.objectives.dreamer import DreamerEnv
+    from arrayrl.objectives.dreamer_v3 import DreamerV3ActorLoss
+    from arrayrl.random import Generator
+    from arrayrl.value import ValueEstimators
+
+    h, f32, g = spec["hidden"], np.float32, Generator(0)
+    feat = DV3_STATE + DV3_BELIEF
+    prior = RSSMPriorV3(DV3_HID, DV3_BELIEF, DV3_CAT, DV3_CLS, DV3_ACT, generator=g, dtype=f32)
+    trans = StochasticKeyedModule(prior, in_keys=["state", "belief", "action"], out_keys=["_", "state", "belief"])
+    reward = MLP(feat, 1, depth=1, num_cells=h, activation_class="elu", generator=g, dtype=f32)
+    env = DreamerEnv(Sequential(trans, KeyedModule(reward, in_keys=["state", "belief"], out_keys=["reward"])),
+                     prior_shape=[DV3_STATE], belief_shape=[DV3_BELIEF])
+    net = DreamerActor(DV3_ACT, depth=1, num_cells=h, in_features=feat, generator=g, dtype=f32)
+    actor = ProbabilisticActor(KeyedModule(net, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
+                               in_keys=["loc", "scale"], distribution_class=TanhNormal)
+    vnet = MLP(feat, 1, depth=1, num_cells=h, activation_class="elu", generator=g, dtype=f32)
+    value = KeyedModule(vnet, in_keys=["state", "belief"], out_keys=["state_value"])
+    loss = DreamerV3ActorLoss(actor, value, env, imagination_horizon=DV3_H, generator=Generator(1))  # required
+    loss = loss.make_value_estimator(ValueEstimators.TDLambda)
+    batch = data(spec)
+
+    def step():
+        (out, _fake), grads = loss.value_and_grad(batch)
+        return out
+
+    return step
+
+
+def _torchrl_dreamerv3_actor(spec: dict):
+    import torch
+    from tensordict import TensorDict
+    from tensordict.nn import TensorDictModule as TDM
+
+    import torchrl.objectives as TO
+    from torchrl.data import Composite, Unbounded
+    from torchrl.envs.model_based.dreamer import DreamerEnv
+    from torchrl.envs.utils import ExplorationType
+    from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, WorldModelWrapper
+    from torchrl.modules.models import model_based as mb
+    from torchrl.objectives import ValueEstimators
+
+    h, feat = spec["hidden"], DV3_STATE + DV3_BELIEF
+    prior = mb.RSSMPriorV3(hidden_dim=DV3_HID, rnn_hidden_dim=DV3_BELIEF, num_categoricals=DV3_CAT,
+                           num_classes=DV3_CLS, action_dim=DV3_ACT)
+    reward = MLP(in_features=feat, out_features=1, depth=1, num_cells=h, activation_class=torch.nn.ELU)
+    env = DreamerEnv(WorldModelWrapper(TDM(prior, in_keys=["state", "belief", "action"],
+                                           out_keys=["_", "state", "belief"]),
+                                       TDM(reward, in_keys=["state", "belief"], out_keys=["reward"])),
+                     prior_shape=torch.Size([DV3_STATE]), belief_shape=torch.Size([DV3_BELIEF]))
+    env.observation_spec = Composite(state=Unbounded(DV3_STATE), belief=Unbounded(DV3_BELIEF))
+    env.action_spec = Unbounded(DV3_ACT)
+    env.reward_spec = Unbounded(1)
+    net = mb.DreamerActor(DV3_ACT, depth=1, num_cells=h)
+    net(torch.zeros(1, DV3_STATE), torch.zeros(1, DV3_BELIEF))  # materialise the lazy layers
+    actor = ProbabilisticActor(TDM(net, in_keys=["state", "belief"], out_keys=["loc", "scale"]),
+                               in_keys=["loc", "scale"], distribution_class=TanhNormal,
+                               default_interaction_type=ExplorationType.RANDOM, spec=Unbounded(DV3_ACT))
+    vnet = MLP(in_features=feat, out_features=1, depth=1, num_cells=h, activation_class=torch.nn.ELU)
+    value = TDM(vnet, in_keys=["state", "belief"], out_keys=["state_value"])
+    loss = TO.DreamerV3ActorLoss(actor, value, env, imagination_horizon=DV3_H)
+    loss.make_value_estimator(ValueEstimators.TDLambda)
+    b = spec["batch"]
+    td = TensorDict({k: torch.as_tensor(v) for k, v in data(spec).items()}, [b])
+    params = list(net.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        out, _fake = loss(td)
+        out["loss_actor"].backward()
+        return out
+
+    return step
+
+
 # ------------------------------------------------------------------------------------------------ TorchRL side
 def torchrl_step(spec: dict):
     import torch
@@ -218,6 +319,8 @@ def torchrl_step(spec: dict):
                                  SafeSequential, TanhNormal, ValueOperator)
 
     loss_name, h = spec["loss"], spec["hidden"]
+    if loss_name == "dreamerv3_actor":
+        return _torchrl_dreamerv3_actor(spec)
     act = torch.nn.Tanh if loss_name in ("ppo", "a2c") else torch.nn.ReLU
     kw = dict(num_cells=[h, h], activation_class=act)
 

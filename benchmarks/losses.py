@@ -6,7 +6,9 @@ precomputed, and a [64 envs, 128 steps] rollout with GAE computed inside the los
 SACLoss v2, TD3Loss and (when ``arrayrl.objectives.redq`` exists) REDQLoss with 10 critics, MLPs 256x256 (CleanRL)
 and 64x64, batch 256 and 4096; CQLLoss (2 critics, num_random 10, TanhNormal actor; 256x256 as CleanRL's / TorchRL's
 CQL examples, and 64x64; batch 256 and 4096); GAILLoss with the WGAN-GP gradient penalty (gp_lambda 10;
-discriminator MLP 64x64 tanh with a sigmoid output on obs 8 + action 2; batch 256 and 4096).
+discriminator MLP 64x64 tanh with a sigmoid output on obs 8 + action 2; batch 256 and 4096); DreamerV3ActorLoss
+(RSSMPriorV3 64/64/4x16, reward, value and DreamerActor MLPs 1x64, TanhNormal, horizon 15, TDLambda; 256 and 1024
+start states).
 
 Protocol: every side runs in its own subprocess (fresh interpreter; no shared allocator or thread state), with its
 library's defaults (arrayrl's default BLAS policy, torch's default intra-op threads). One subprocess per side and
@@ -262,7 +264,9 @@ def main() -> None:
         "ReLU MLPs hxh (h = 256 as CleanRL, or 64), obs 8, action 2, TD(0), gamma 0.99. CQL (CQL(H), 2 critics,",
         "num_random 10, TanhNormal, target entropy -2, TD(0)): ReLU MLPs hxh (h = 256 or 64). GAIL with the gradient",
         "penalty (gp_lambda 10): discriminator MLP 64x64 tanh -> sigmoid on concat(obs 8, action 2), B expert + B",
-        "collector pairs.",
+        "collector pairs. DreamerV3 actor: RSSMPriorV3 (GRU) hidden 64, belief 64, 4 categoricals x 16 classes,",
+        "action 7; reward / value MLPs and DreamerActor depth 1, 64 cells (ELU MLPs), TanhNormal; imagination horizon",
+        "15, TDLambda (gamma 0.99, lambda 0.95); B start states.",
         "",
     ] + lines
     if any(c < rounds for c in counts.values()):
