@@ -1002,6 +1002,10 @@ from .gail import BUILDERS as _GAIL_BUILDERS  # noqa: E402  (GAIL: TorchRL's and
 
 BUILDERS.update(_GAIL_BUILDERS)
 
+from .dreamer import BUILDERS as _DREAMER_BUILDERS  # noqa: E402  (Dreamer v1 and v3)
+
+BUILDERS.update(_DREAMER_BUILDERS)
+
 
 def perturb_weight(case: Any, scale: float = 1e-3, network: str | None = None) -> Any:
     """``case`` with its arrayrl loss built with one weight moved by ``scale`` (the first leaf of ``network``, by

@@ -73,6 +73,19 @@ FIXED = {
     "RNDLoss": dict(reduction="mean", update_fraction=0.5, rms=True, obs_clip=1.5, collector=True, shape=(2, 6)),
     "GAILLoss[torchrl]": dict(use_grad_penalty=True, gp_lambda=4.0, reduction="mean", shape=(4, 3)),
     "GAILLoss[paper]": dict(use_grad_penalty=True, gp_lambda=4.0, reduction="sum", shape=(5,)),
+    "DreamerModelLoss": dict(free_nats=0.5, delayed_clamp=True, lambda_kl=0.7, global_average=False,
+                             reco_loss="l1", reward_loss="smooth_l1", B=2, T=3),
+    "DreamerActorLoss": dict(discount_loss=True, imagination_horizon=3, N=3),
+    "DreamerValueLoss": dict(discount_loss=True, value_loss="l2", gamma=0.9, B=2, H=4),
+    "DreamerV3ModelLoss": dict(kl_mode="separate", unimix=0.01, reward_two_hot=True, reco_loss="l2",
+                               global_average=False, free_bits=1.0, kl_alpha=0.8, lambda_continue=0.7,
+                               continue_target_scale=0.9, lambda_kl=1.0),
+    # symlog_mse: the two-hot critic's single leaf moved by a constant shifts all its logits alike (softmax-blind)
+    "DreamerV3ValueLoss": dict(value_loss="symlog_mse", slow_critic_regularization=0.5, gamma=0.99, reduction="mean",
+                               discount_loss=True, weight=True),
+    "DreamerV3ActorLoss": dict(use_reinforce=True, continuation=True, entropy_bonus=0.1, return_normalization=True,
+                               return_normalization_rate=0.5, return_normalization_min_scale=1.0,
+                               discount_loss=True),
 }
 
 
@@ -111,7 +124,8 @@ def test_reference_is_used(family):
 
 @pytest.mark.parametrize("family", ["ClipPPOLoss", "A2CLoss", "MAPPOLoss", "SACLoss[v1]", "SACLoss[v2]", "TD3Loss",
                                     "REDQLoss", "CrossQLoss", "TQCLoss", "CQLLoss",
-                                    "OnlineDTLoss", "RNDLoss", "GAILLoss[torchrl]", "GAILLoss[paper]"])
+                                    "OnlineDTLoss", "RNDLoss", "GAILLoss[torchrl]", "GAILLoss[paper]",
+                                    "DreamerModelLoss", "DreamerActorLoss", "DreamerV3ActorLoss"])
 def test_altered_draws_fail(family):
     """TorchRL's draws are replayed: scaled draws change the arrayrl numbers (so the draws matter), and a missing
     draw is an error rather than a silent fresh draw. RND's uniforms only feed a threshold (``u < fraction``), which
