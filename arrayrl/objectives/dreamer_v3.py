@@ -929,7 +929,7 @@ class DreamerV3Loss(LossModule):
         res["replay_context"] = _data.with_(ctx, tk.belief, stop_gradient(belief))
         return res
 
-    def forward(self, batch: Mapping, *, generator: Any = None) -> dict:  # type: ignore[override]
+    def forward(self, batch: Mapping, *, generator: Any = None) -> dict:
         """The outputs (``dict``) with the current parameters."""
         return self._select(self._forward(batch, self.params, generator))
 
