@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping  # (not typing.Mapping: isinstance against it is 3x slower)
 from typing import Any, Iterable, Union
 
-__all__ = ["NestedKey", "unravel_key", "get", "get_or", "has", "set_", "with_", "select", "flatten_keys", "keys", "key_str"]
+__all__ = ["NestedKey", "unravel_key", "get", "get_or", "has", "set_", "with_", "without", "select", "flatten_keys", "keys", "key_str"]
 
 NestedKey = Union[str, tuple]
 
@@ -99,6 +99,17 @@ def with_(batch: Mapping, key: NestedKey, value: Any) -> dict:
         node[k] = child
         node = child
     node[path[-1]] = value
+    return out
+
+
+def without(batch: Mapping, key: NestedKey) -> dict:
+    """A copy of ``batch`` without the nested ``key`` (only the dicts on the path are copied; absent keys are fine)."""
+    k = unravel_key(key)
+    out = dict(batch)
+    if len(k) == 1:
+        out.pop(k[0], None)
+    elif isinstance(out.get(k[0]), Mapping):
+        out[k[0]] = without(out[k[0]], k[1:])
     return out
 
 

@@ -417,7 +417,40 @@ def bootstrap_target(estimator: Any, batch: Mapping, next_value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ base class
-class ActorCriticLoss(LossModule):
+class TemperatureAttributes:
+    """The read-only temperature attributes of a loss holding an :class:`EntropyTemperature` in ``_temperature``
+    (written once for :class:`ActorCriticLoss` and OnlineDTLoss): ``log_alpha``, ``fixed_alpha``,
+    ``min_log_alpha``, ``max_log_alpha``."""
+
+    _temperature: EntropyTemperature | None
+    _owners: dict
+
+    @property
+    def _temp(self) -> EntropyTemperature:
+        if self._temperature is None:
+            raise AttributeError(f"{type(self).__name__} has no entropy temperature")
+        return self._temperature
+
+    @property
+    def log_alpha(self) -> Any:
+        """The current ``log alpha``: the leaf ``params["log_alpha"]``, or the fixed value (a float)."""
+        t = self._temp
+        return t._fixed_value if t.fixed_alpha else self._owners[t.NAME].params
+
+    @property
+    def fixed_alpha(self) -> bool:
+        return self._temp.fixed_alpha
+
+    @property
+    def min_log_alpha(self) -> float | None:
+        return self._temp.min_log_alpha
+
+    @property
+    def max_log_alpha(self) -> float | None:
+        return self._temp.max_log_alpha
+
+
+class ActorCriticLoss(TemperatureAttributes, LossModule):
     """Base of the soft actor-critic losses: an actor, a critic ensemble, an optional temperature, a generator.
 
     Subclasses call :meth:`_setup` from ``__init__`` and implement ``_forward``. Helpers:
@@ -478,30 +511,6 @@ class ActorCriticLoss(LossModule):
         self.scalar_output_mode = scalar_output_mode
 
     # ---------------------------------------------------------------------------------------- parameters
-    @property
-    def _temp(self) -> EntropyTemperature:
-        if self._temperature is None:
-            raise AttributeError(f"{type(self).__name__} has no entropy temperature")
-        return self._temperature
-
-    @property
-    def log_alpha(self) -> Any:
-        """The current ``log alpha``: the leaf ``params["log_alpha"]``, or the fixed value (a float)."""
-        t = self._temp
-        return t._fixed_value if t.fixed_alpha else self._owners[t.NAME].params
-
-    @property
-    def fixed_alpha(self) -> bool:
-        return self._temp.fixed_alpha
-
-    @property
-    def min_log_alpha(self) -> float | None:
-        return self._temp.min_log_alpha
-
-    @property
-    def max_log_alpha(self) -> float | None:
-        return self._temp.max_log_alpha
-
     def _draws(self, like: Any) -> Any:
         if self.generator is None:
             from ..random import Generator

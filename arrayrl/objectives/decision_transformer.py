@@ -46,7 +46,7 @@ from .. import data as _data
 from .._backend import device_of, namespace_of
 from .._checks import check_floating
 from .._validate import check_choice, check_number
-from .actor_critic import EntropyTemperature, _numel, auto_target_entropy
+from .actor_critic import EntropyTemperature, TemperatureAttributes, _numel, auto_target_entropy
 from .common import LossModule
 from .utils import distance_loss, expand_mask, stop_gradient
 
@@ -170,7 +170,7 @@ class DTLoss(_DTBase):
         return {"loss": self._reduce(loss, batch, self._padding_mask(batch, loss))}
 
 
-class OnlineDTLoss(_DTBase):
+class OnlineDTLoss(TemperatureAttributes, _DTBase):
     """The Online Decision Transformer loss (TorchRL ``OnlineDTLoss``); see the module docstring.
 
     Args:
@@ -220,7 +220,7 @@ class OnlineDTLoss(_DTBase):
         leaves = _leaves(self.params["actor_network"])
         if not leaves:
             raise ValueError("actor_network: has no parameters to take the namespace/dtype of log_alpha from")
-        self._temperature.register(self, leaves[0])
+        self._temp.register(self, leaves[0])
         self._target_entropy_arg = target_entropy
         self._target_entropy_from_event: float | None = None
         self._action_spec = action_spec
@@ -234,27 +234,9 @@ class OnlineDTLoss(_DTBase):
 
     # ---------------------------------------------------------------------------------------- temperature
     @property
-    def log_alpha(self) -> Any:
-        """The current ``log alpha``: the leaf ``params["log_alpha"]``, or the fixed value (a float)."""
-        t = self._temperature
-        return t._fixed_value if t.fixed_alpha else self._owners[t.NAME].params
-
-    @property
-    def fixed_alpha(self) -> bool:
-        return self._temperature.fixed_alpha
-
-    @property
-    def min_log_alpha(self) -> float | None:
-        return self._temperature.min_log_alpha
-
-    @property
-    def max_log_alpha(self) -> float | None:
-        return self._temperature.max_log_alpha
-
-    @property
     def alpha(self) -> Any:
         """``exp(log alpha)`` (clamped to the bounds), no gradient."""
-        la = self._temperature.log_alpha({} if self.fixed_alpha else self._params)
+        la = self._temp.log_alpha({} if self.fixed_alpha else self._params)
         if isinstance(la, float):
             return math.exp(la)
         xp = namespace_of(la)
@@ -291,11 +273,11 @@ class OnlineDTLoss(_DTBase):
 
     # ---------------------------------------------------------------------------------------- calling
     def forward(self, batch: Mapping) -> dict:
-        self._temperature.project(self)
+        self._temp.project(self)
         return super().forward(batch)
 
     def value_and_grad(self, batch: Mapping | None = None, /, *, terms: Any = None, **kwargs: Any) -> tuple:
-        self._temperature.project(self)
+        self._temp.project(self)
         return super().value_and_grad(batch, terms=terms, **kwargs)
 
     def _all_out_keys(self) -> list:
@@ -321,7 +303,7 @@ class OnlineDTLoss(_DTBase):
                                              (self.samples_mc_entropy,))
         xp = namespace_of(log_likelihood, log_p)
         entropy = -xp.mean(log_p, axis=0)  # [*B, T]
-        temp = self._temperature
+        temp = self._temp
         log_alpha = temp.log_alpha(params)
         alpha = temp.alpha(params, entropy)
         te = self.target_entropy

@@ -46,9 +46,9 @@ from .. import data as _data
 from .._backend import device_of, namespace_of
 from .._checks import check_floating
 from ..data import NestedKey
-from ..tree import tree_map
 from ..value import ValueEstimators
 from ..value.functional import td_lambda_return_estimate
+from .actor_critic import _sg_tree
 from .common import LossModule
 from .utils import distance_loss, stop_gradient
 
@@ -76,18 +76,6 @@ def _check_float(value: Any, name: str) -> float:
     return float(value)
 
 
-def _sg_tree(tree: Any) -> Any:
-    return tree_map(stop_gradient, tree)
-
-
-def _without(batch: Mapping, key: tuple) -> dict:
-    """A copy of ``batch`` (dicts on the path copied) without the nested ``key``."""
-    out = dict(batch)
-    if len(key) == 1:
-        out.pop(key[0], None)
-    else:
-        out[key[0]] = _without(out[key[0]], key[1:])
-    return out
 
 
 def _zeros_bool(like: Any) -> Any:
@@ -217,7 +205,7 @@ class DreamerModelLoss(_GeneratorMixin, LossModule):
     def _forward_full(self, batch: Mapping, params: dict) -> tuple:
         tk = self.tensor_keys
         reward = _data.get(batch, ("next", tk.reward), what="reward key of DreamerModelLoss")
-        td = _without(batch, ("next",) + _data.unravel_key(tk.reward))
+        td = _data.without(batch, ("next",) + _data.unravel_key(tk.reward))
         td = _data.with_(td, ("next", tk.true_reward), reward)
         td = self._networks["world_model"].apply(params["world_model"], td, generator=self._active
                                                  if self._active is not None else self._generator)

@@ -96,15 +96,6 @@ def _get(batch: Mapping, key: Any, what: str) -> Any:
     return value
 
 
-def _without(batch: Mapping, key: tuple) -> dict:
-    """A copy of ``batch`` without the nested ``key`` (only the dicts on the path are copied)."""
-    out = dict(batch)
-    if len(key) == 1:
-        out.pop(key[0], None)
-    else:
-        out[key[0]] = _without(out[key[0]], key[1:])
-    return out
-
 
 def _bins(xp: Any, n: int, like: Any) -> Any:
     return default_bins(n, xp=xp, dtype=like.dtype)
@@ -223,7 +214,7 @@ class DreamerV3ModelLoss(LossModule):
         tk = self.tensor_keys
         key = _next(tk.reward)
         reward = _get(batch, key, "the true reward")
-        renamed = _data.with_(_without(batch, key), _next(tk.true_reward), reward)
+        renamed = _data.with_(_data.without(batch, key), _next(tk.true_reward), reward)
         return self._networks["world_model"].apply(params["world_model"], renamed, generator=generator)
 
     def _losses(self, out: Mapping) -> dict:
@@ -505,7 +496,8 @@ class DreamerV3ValueLoss(LossModule):
 # ------------------------------------------------------------------------------------------------ actor loss
 from .dreamer import DreamerActorLoss as _DreamerV1ActorLoss  # noqa: E402  (the imagination rollout is shared)
 from .dreamer import DreamerEnv as _DreamerEnv  # noqa: E402
-from .dreamer import _check_bool, _sg_tree  # noqa: E402
+from .actor_critic import _sg_tree  # noqa: E402
+from .dreamer import _check_bool  # noqa: E402
 from .value_norm import PercentileValueNorm  # noqa: E402
 
 

@@ -56,3 +56,16 @@ def test_set_in_place_creates_path():
 def test_unravel_key():
     assert data.unravel_key(("a", ("b", "c"))) == ("a", "b", "c")
     assert data.unravel_key("a") == ("a",)
+
+
+def test_without_drops_a_nested_key_and_copies_only_its_path():
+    from arrayrl.data import without
+
+    leaf = [1]
+    batch = {"a": 1, "next": {"reward": 2, "done": 3}, "other": {"x": leaf}}
+    out = without(batch, ("next", "reward"))
+    assert out == {"a": 1, "next": {"done": 3}, "other": {"x": leaf}}
+    assert batch["next"] == {"reward": 2, "done": 3}  # the caller's dicts are untouched
+    assert out["other"] is batch["other"]  # off-path dicts are shared
+    assert without(batch, "a") == {"next": {"reward": 2, "done": 3}, "other": {"x": leaf}}
+    assert without(batch, ("missing", "key")) == batch
