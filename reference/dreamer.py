@@ -9,6 +9,9 @@ Written from DreamerV3 (Hafner et al. 2023, arXiv:2301.04104) and TorchRL 0.14.1
 * ``categorical_kl_terms``: unimix probabilities, KL summed over categoricals and classes, clipped below at
   ``free_nats``, averaged (dyn and rep have the same value; they differ only in which side is stopped);
 * ``categorical_kl_balanced``: softmax clamped at 1e-8, KL per categorical clipped at ``free_bits``, averaged;
+* ``categorical_sample_index``: inverse-CDF class of a uniform draw (the first class whose cumulative probability
+  reaches ``u``, the last one if none does), the one-hot of the straight-through sample;
+* ``sigmoid``, ``silu``: per element (``1 / (1 + e^-x)`` branching on the sign for stability);
 * ``gru_step``: ``torch.nn.GRUCell``'s equations unit by unit; ``rms_norm`` per row; ``block_gru_step``:
   DreamerV3's block-diagonal GRU cell, block by block.
 """
@@ -20,7 +23,8 @@ import math
 import numpy as np
 
 __all__ = ["symlog", "symexp", "two_hot_encode", "two_hot_decode", "two_hot_cross_entropy",
-           "categorical_kl_terms", "categorical_kl_balanced", "gru_step", "rms_norm", "block_gru_step"]
+           "categorical_kl_terms", "categorical_kl_balanced", "categorical_sample_index", "sigmoid", "silu",
+           "gru_step", "rms_norm", "block_gru_step"]
 
 
 def _sign(v: float) -> float:
@@ -119,8 +123,37 @@ def categorical_kl_balanced(posterior_logits, prior_logits, alpha=0.8, free_bits
     return alpha * mean + (1.0 - alpha) * mean
 
 
+def categorical_sample_index(probs, uniform):
+    """``[*B, K]`` probabilities and ``[*B]`` uniforms -> ``[*B]`` class indices (inverse CDF, loop over classes)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    uniform = np.asarray(uniform, dtype=np.float64)
+    out = np.zeros(probs.shape[:-1], dtype=np.int64)
+    for idx in np.ndindex(*out.shape):
+        u, c, k = float(uniform[idx]), 0.0, probs.shape[-1] - 1
+        for j in range(probs.shape[-1]):
+            c += float(probs[idx + (j,)])
+            if u <= c:
+                k = j
+                break
+        out[idx] = k
+    return out
+
+
 def _sigmoid(v):
-    return 1.0 / (1.0 + math.exp(-v))
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+def sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.array([_sigmoid(float(v)) for v in x.ravel()]).reshape(x.shape)
+
+
+def silu(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.array([float(v) * _sigmoid(float(v)) for v in x.ravel()]).reshape(x.shape)
 
 
 def _affine(w, b, x, row):

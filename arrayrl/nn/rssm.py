@@ -56,7 +56,8 @@ from .._checks import check_floating, check_scalar_range, dtype_name
 from ..random import _index
 from .layers import _Layer
 from .params import linear_params
-from .recurrent import _check_tree, _DV3_STD, block_gru_update, block_linear, rms_norm, trunc_normal, gru_cell
+from .recurrent import (_check_tree, _DV3_STD, block_gru_update, block_linear, gate_silu, gru_cell, rms_norm,
+                        trunc_normal)
 
 __all__ = ["RSSMPriorV3", "RSSMPosteriorV3"]
 
@@ -103,7 +104,7 @@ def _norm_stack_init(generator: Any, spec: dict, dtype: Any) -> dict:
 def _norm_stack_apply(params: dict, x: Any, n_layers: int, eps: float) -> Any:
     for i in range(n_layers):
         lin = params[str(3 * i)]
-        x = ops.silu(rms_norm(ops.linear(x, lin["weight"], lin["bias"]), params[str(3 * i + 1)]["weight"], eps))
+        x = gate_silu(rms_norm(ops.linear(x, lin["weight"], lin["bias"]), params[str(3 * i + 1)]["weight"], eps))
     lin = params[str(3 * n_layers)]
     return ops.linear(x, lin["weight"], lin["bias"])
 
@@ -239,7 +240,9 @@ class RSSMPriorV3(_RSSMBase):
         xp = namespace_of(state, belief, action, names=("state", "belief", "action"))
         if self.recurrent_model == "gru":
             lin = params["action_state_projector"]["0"]
-            x = ops.silu(ops.linear(xp.concat([state, action], axis=-1), lin["weight"], lin["bias"]))
+            x = gate_silu(ops.linear(xp.concat([state, action], axis=-1), lin["weight"], lin["bias"]))
+            if x.ndim == 2:  # [B, F] already: no reshapes on the tape
+                return gru_cell(params["rnn"], x, belief)
             batch = tuple(x.shape[:-1])
             x2 = xp.reshape(x, (-1, self.hidden_dim))
             h2 = xp.reshape(belief, (-1, self.rnn_hidden_dim))
@@ -248,7 +251,7 @@ class RSSMPriorV3(_RSSMBase):
         eps = self.norm_eps
 
         def proj(p: dict, v: Any) -> Any:
-            return ops.silu(rms_norm(ops.linear(v, p["0"]["weight"], p["0"]["bias"]), p["1"]["weight"], eps))
+            return gate_silu(rms_norm(ops.linear(v, p["0"]["weight"], p["0"]["bias"]), p["1"]["weight"], eps))
 
         from ..autodiff import stop_gradient
 
@@ -260,7 +263,7 @@ class RSSMPriorV3(_RSSMBase):
             for i in range(self.num_layers):
                 lin = rnn["hidden_layers"][str(3 * i)]
                 v = block_linear(v, lin["weight"], lin["bias"])
-                v = ops.silu(rms_norm(v, rnn["hidden_layers"][str(3 * i + 1)]["weight"], eps))
+                v = gate_silu(rms_norm(v, rnn["hidden_layers"][str(3 * i + 1)]["weight"], eps))
             return v
 
         return block_gru_update(features, belief, dynamics, rnn["gates"], num_blocks=self.num_blocks,
@@ -287,7 +290,7 @@ class RSSMPriorV3(_RSSMBase):
         belief = self._update_belief(params, state, belief, action)
         if self.recurrent_model == "gru":
             head = params["rnn_to_prior_projector"]
-            flat = ops.linear(ops.silu(ops.linear(belief, head["0"]["weight"], head["0"]["bias"])),
+            flat = ops.linear(gate_silu(ops.linear(belief, head["0"]["weight"], head["0"]["bias"])),
                               head["2"]["weight"], head["2"]["bias"])
         else:
             flat = _norm_stack_apply(params["rnn_to_prior_projector"], belief, self.prior_num_layers, self.norm_eps)
@@ -359,7 +362,7 @@ class RSSMPosteriorV3(_RSSMBase):
         if self.use_rms_norm:
             flat = _norm_stack_apply(head, x, self.num_layers, self.norm_eps)
         else:
-            flat = ops.linear(ops.silu(ops.linear(x, head["0"]["weight"], head["0"]["bias"])),
+            flat = ops.linear(gate_silu(ops.linear(x, head["0"]["weight"], head["0"]["bias"])),
                               head["2"]["weight"], head["2"]["bias"])
         return self._logits(flat)
 

@@ -318,11 +318,14 @@ def straight_through_categorical(logits: Any, unimix: float = 0.0, uniform: Any 
         if tuple(uniform.shape) != lead:
             raise ValueError(f"uniform: expected shape {lead} (logits without the classes), got "
                              f"{tuple(uniform.shape)}")
-    k = int(logits.shape[-1])
     p = stop_gradient(probs)
     u = xp.expand_dims(xp.astype(stop_gradient(uniform), p.dtype), axis=-1)
-    index = xp.sum(xp.astype(u > xp.cumulative_sum(p, axis=-1), p.dtype), axis=-1, keepdims=True)
-    index = xp.clip(index, max=float(k - 1))
-    classes = xp.arange(k, dtype=p.dtype, **_dev(p))
-    one_hot = xp.astype(classes == index, p.dtype)
+    # u > cumsum(p) holds on a prefix of the classes (the cumsum is nondecreasing), of length the class index; the
+    # one-hot is the first class outside it: above[k - 1] and not above[k] (above[-1] = True). Forcing
+    # above[K - 1] = False is the clip to K - 1. Elementwise only: no reduction over the (short) class axis.
+    above = u > xp.cumulative_sum(p, axis=-1)
+    lead_false = xp.zeros_like(above[..., :1])
+    above = xp.concat([above[..., :-1], lead_false], axis=-1)
+    before = xp.concat([xp.logical_not(lead_false), above[..., :-1]], axis=-1)
+    one_hot = xp.astype(xp.logical_and(before, xp.logical_not(above)), p.dtype)
     return probs + stop_gradient(one_hot - p)

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 from .. import data as _data
 from .. import ops
-from .._backend import namespace_of
+from .._backend import device_of, namespace_of
 from .._checks import check_floating
 from .._validate import check_choice
 from ..autodiff import stop_gradient
@@ -98,7 +98,8 @@ def _get(batch: Mapping, key: Any, what: str) -> Any:
 
 
 def _bins(xp: Any, n: int, like: Any) -> Any:
-    return default_bins(n, xp=xp, dtype=like.dtype)
+    """The ``n`` symexp bins in the namespace, dtype and device of ``like``."""
+    return default_bins(n, xp=xp, dtype=like.dtype, device=device_of(stop_gradient(like)))
 
 
 # ------------------------------------------------------------------------------------------------ model loss
@@ -622,7 +623,8 @@ class DreamerV3ActorLoss(_DreamerV1ActorLoss):
         self.return_normalization = _check_bool(return_normalization, "return_normalization")
         q = tuple(return_normalization_quantiles)
         if len(q) != 2:
-            raise ValueError(f"return_normalization_quantiles: expected (low, high), got {return_normalization_quantiles!r}")
+            raise ValueError(f"return_normalization_quantiles: expected (low, high), got "
+                             f"{return_normalization_quantiles!r}")
         self.retnorm = PercentileValueNorm(quantiles=(_num(q[0], "return_normalization_quantiles[0]"),
                                                       _num(q[1], "return_normalization_quantiles[1]")),
                                            rate=_num(return_normalization_rate, "return_normalization_rate"),

@@ -283,3 +283,22 @@ def test_bad_input():
         s.apply(s.params, np.zeros((2, 5, 3)), None, np.zeros((2, 5)))
     with pytest.raises(ValueError, match="input"):
         RMSNorm(4).apply(RMSNorm(4).params, np.zeros((2, 3)))
+
+
+def test_gate_sigmoid_and_silu_vs_reference_and_ops(xp):
+    """The GRU/RSSM gates (tanh form, one taped op each) equal the float64 loop oracle and ``ops.sigmoid`` /
+    ``ops.silu`` on every backend, at the extremes too; float32 in, float32 out; tape gradients vs finite
+    differences."""
+    from arrayrl import ops
+    from arrayrl.nn.recurrent import gate_sigmoid, gate_silu
+
+    x = np.concatenate([np.array([-60.0, -20.0, -1e-3, 0.0, 1e-3, 20.0, 60.0]),
+                        np.random.default_rng(0).normal(size=9) * 4])
+    tol = dict(rtol=max(xp.rtol, 1e-12), atol=max(xp.atol, 1e-15))
+    for fn, ref, op in ((gate_sigmoid, R.sigmoid, ops.sigmoid), (gate_silu, R.silu, ops.silu)):
+        got = fn(xp.from_numpy(x))
+        assert ("float32" in str(got.dtype)) == (not xp.is_float64)
+        np.testing.assert_allclose(xp.to_numpy(got), ref(x), **tol)
+        np.testing.assert_allclose(xp.to_numpy(got), xp.to_numpy(op(xp.from_numpy(x))), **tol)
+    check_grads(lambda v: gate_sigmoid(v), (x,))
+    check_grads(lambda v: gate_silu(v), (x,))

@@ -301,3 +301,28 @@ def test_bad_input():
         D.straight_through_categorical(np.zeros((2, 3)), 0.0, np.zeros(3))
     with pytest.raises(TypeError, match="value"):
         D.symlog(np.zeros(2, dtype=np.int32))
+
+
+def test_straight_through_index_vs_reference_on_every_backend(xp):
+    """The one-hot class is the inverse-CDF class of the loop oracle (``#{k: u > cumsum_k}``, clipped to ``K - 1``),
+    including the edges u = 0 and u = 1 (the cumulative sum's rounding may stay below 1: the clip) and classes of
+    (numerically) zero probability."""
+    from reference.dreamer import categorical_sample_index
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(5, 3, 6)) * 2
+    logits[:, :, 0] = -200.0  # zero probability in float64 and float32
+    logits[1, 1, -1] = -200.0
+    u = rng.uniform(size=(5, 3))
+    top = 1.0 if xp.is_float64 else 0.999  # float32: where the float32 cumsum ends is a matter of its rounding
+    u[0] = [0.0, top, 0.5]
+    u[1, 1] = top
+    y = D.straight_through_categorical(xp.from_numpy(logits), 0.0, xp.from_numpy(u))
+    assert ("float32" in str(y.dtype)) == (not xp.is_float64)
+    y = xp.to_numpy(y)
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    want = categorical_sample_index(e / e.sum(-1, keepdims=True), u)
+    np.testing.assert_array_equal(np.argmax(y, axis=-1), want)
+    np.testing.assert_allclose(np.sort(y, axis=-1)[..., :-1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.max(y, axis=-1), 1.0, atol=1e-6)
+    assert want[0, 0] == 0 and want[0, 1] >= 4  # u = 0: the first class (torch's u > cumsum); u = 1: the far end

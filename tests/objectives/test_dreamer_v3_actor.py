@@ -58,7 +58,7 @@ def _smooth_fn(p, s, b, a):
                                                                                            p["b"]["bias"]))
 
 
-def _setup(with_cont=False, smooth=False, **kw):
+def _setup(with_cont=False, smooth=False, horizon=HZ, recurrent_model="gru", **kw):
     g = Generator(3)
     reward = MLP(S + R, 1, depth=1, num_cells=5, activation_class="elu", generator=g, dtype=np.float64)
     if smooth:
@@ -67,7 +67,8 @@ def _setup(with_cont=False, smooth=False, **kw):
               for k, n in (("s", S), ("b", R))}
         trans = KeyedModule(_smooth_fn, params=tp, in_keys=["state", "belief", "action"], out_keys=["state", "belief"])
     else:
-        prior = RSSMPriorV3(HID, R, C, K, A, generator=g, dtype=np.float64)
+        prior = RSSMPriorV3(HID, R, C, K, A, recurrent_model=recurrent_model, num_blocks=2, generator=g,
+                            dtype=np.float64)
         trans = StochasticKeyedModule(prior, in_keys=["state", "belief", "action"], out_keys=["_", "state", "belief"])
     wm = Sequential(trans, KeyedModule(reward, in_keys=["state", "belief"], out_keys=["reward"]))
     net = DreamerActor(A, depth=1, num_cells=5, in_features=S + R, generator=g, dtype=np.float64)
@@ -80,13 +81,14 @@ def _setup(with_cont=False, smooth=False, **kw):
         rng = np.random.default_rng(5)
         cont = KeyedModule(_cont_fn, params={"weight": rng.normal(size=(1, S + R)), "bias": np.array([1.0])},
                            in_keys=["state", "belief"], out_keys=["continuation"])
-    loss = DreamerV3ActorLoss(actor, value, DreamerEnv(wm), continuation_model=cont, imagination_horizon=HZ, **kw)
+    loss = DreamerV3ActorLoss(actor, value, DreamerEnv(wm), continuation_model=cont, imagination_horizon=horizon,
+                              **kw)
     rng = np.random.default_rng(0)
     batch = {"state": rng.normal(size=(N, S)), "belief": rng.normal(size=(N, R))}
     draws = []
-    for _ in range(HZ):
+    for _ in range(horizon):
         draws += [rng.normal(size=(N, A))] + ([] if smooth else [rng.uniform(size=(N, C))])
-    draws.append(rng.normal(size=(N, HZ, A)))  # the Monte-Carlo entropy draw
+    draws.append(rng.normal(size=(N, horizon, A)))  # the Monte-Carlo entropy draw
     return loss, batch, draws, value
 
 
@@ -117,6 +119,62 @@ def test_gradient_matches_finite_differences(kw):
             np.testing.assert_allclose(np.asarray(gflat[name])[idx], fd, rtol=1e-5, atol=1e-9)
     f_out, _ = loss(batch, generator=Generator.from_noise(*draws))
     assert float(out["loss_actor"]) == float(f_out["loss_actor"])
+
+
+@pytest.mark.parametrize("horizon,recurrent_model", [(3, "gru"), (5, "gru"), (4, "block_gru")])
+def test_gradient_through_the_gru_and_the_straight_through_sample_vs_finite_differences(monkeypatch, horizon,
+                                                                                       recurrent_model):
+    """The tape gradient of the actor loss through a 3-5 step imagination with the real DreamerV3 prior (GRU or block
+    GRU cell, categorical latents drawn one-hot from injected uniforms) against float64 central differences of the
+    function the straight-through estimator differentiates: ``z = one_hot + probs(theta) - sg(probs(theta_0))``, the
+    base run's one-hot samples held fixed (the one-hot value itself is piecewise constant: its finite difference is
+    0). The uniforms keep the sampled classes unchanged under the perturbation (asserted)."""
+    import arrayrl.objectives.dreamer_utils as DU
+    from arrayrl.autodiff import stop_gradient
+
+    loss, batch, draws, _ = _setup(entropy_bonus=0.0, horizon=horizon, recurrent_model=recurrent_model)
+    loss.eval()  # keep the return statistics fixed between evaluations
+    loss.retnorm_state = {"low": np.array([-0.3]), "high": np.array([0.4])}
+    (_, _), grads = loss.value_and_grad(batch, generator=Generator.from_noise(*draws))
+    original = DU.straight_through_categorical
+    base: list = []
+
+    def record(logits, unimix=0.0, uniform=None, *, generator=None):
+        y = original(logits, unimix, uniform, generator=generator)
+        base.append((np.asarray(stop_gradient(y)), np.asarray(stop_gradient(DU.unimix_probs(logits, unimix)))))
+        return y
+
+    monkeypatch.setattr(DU, "straight_through_categorical", record)
+    f0 = float(loss(batch, generator=Generator.from_noise(*draws))[0]["loss_actor"])
+    assert len(base) == horizon
+    calls = iter(())
+
+    def surrogate(logits, unimix=0.0, uniform=None, *, generator=None):
+        one_hot, p0 = next(calls)
+        sample = np.asarray(original(logits, unimix, uniform, generator=generator))  # consumes the uniform draw
+        np.testing.assert_array_equal(sample, one_hot)  # the same classes under the perturbation
+        return one_hot + DU.unimix_probs(logits, unimix) - p0
+
+    monkeypatch.setattr(DU, "straight_through_categorical", surrogate)
+    flat = {k: np.array(v) for k, v in flatten_params(loss.params["actor_model"]).items()}
+    gflat = {k: np.asarray(v) for k, v in flatten_params(grads["actor_model"]).items()}
+
+    def f(p):
+        nonlocal calls
+        calls = iter(base)
+        loss.params = {"actor_model": {**unflatten_params(p), "1": {}}}
+        return float(loss(batch, generator=Generator.from_noise(*draws))[0]["loss_actor"])
+
+    assert abs(f(flat) - f0) <= 1e-15 * max(1.0, abs(f0))  # the surrogate has the loss's value
+    rng = np.random.default_rng(11)
+    eps = 1e-6
+    for _ in range(3):  # random directions over every actor parameter
+        d = {k: rng.normal(size=v.shape) for k, v in flat.items()}
+        fd = (f({k: v + eps * d[k] for k, v in flat.items()}) - f({k: v - eps * d[k] for k, v in flat.items()}))
+        fd /= 2 * eps
+        tape = sum(float(np.sum(gflat[k] * d[k])) for k in flat)
+        np.testing.assert_allclose(tape, fd, rtol=1e-6, atol=1e-9)
+    loss.params = {"actor_model": {**unflatten_params(flat), "1": {}}}
 
 
 def test_paper_td_lambda_vs_torchrl_compat():

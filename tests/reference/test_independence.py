@@ -32,7 +32,7 @@ def test_no_forbidden_imports_in_source():
 def test_importing_reference_does_not_load_arrayrl():
     code = (
         "import sys, reference, reference.value, reference.distributions, reference.gradcheck, reference.losses\n"
-        "from reference.losses import dqn, distributional, qmixer, iql, ppo, a2c, sac, ddpg_td3, redq_crossq_tqc, cql_bc, dt_rnd, gail, common\n"
+        "from reference.losses import dqn, distributional, qmixer, iql, ppo, a2c, sac, ddpg_td3, redq_crossq_tqc, cql_bc, dt_rnd, gail, dreamer, common\n"
         "bad = sorted(m for m in sys.modules if m == 'arrayrl' or m.startswith('arrayrl.') or m == 'torch')\n"
         "assert not bad, bad\n"
     )
