@@ -274,12 +274,18 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Pooled only for operands of one dtype with at least 2 dimensions and equal (or absent) batch axes; the BLAS
     call is the same as for a fresh output (NumPy's own output is C-contiguous too), so the values are identical.
     """
-    if _enabled and a.dtype == b.dtype:
-        shape = _matmul_shape(a.shape, b.shape)
-        if shape is not None:
-            nbytes = math.prod(shape) * a.dtype.itemsize
-            if nbytes >= MIN_BYTES:
-                return np.matmul(a, b, out=_take(shape, a.dtype, nbytes))
+    if _enabled:
+        sa, sb = a.shape, b.shape
+        if len(sa) == 2 and len(sb) == 2:  # the common case, checked without building the shape first
+            if sa[0] * sb[1] * a.itemsize < MIN_BYTES or sa[1] != sb[0] or a.dtype != b.dtype:
+                return np.matmul(a, b)
+            return np.matmul(a, b, out=_take((sa[0], sb[1]), a.dtype, sa[0] * sb[1] * a.itemsize))
+        if a.dtype == b.dtype:
+            shape = _matmul_shape(sa, sb)
+            if shape is not None:
+                nbytes = math.prod(shape) * a.dtype.itemsize
+                if nbytes >= MIN_BYTES:
+                    return np.matmul(a, b, out=_take(shape, a.dtype, nbytes))
     return np.matmul(a, b)
 
 

@@ -156,7 +156,7 @@ def _grad_tree(wrapped: Any, cts: dict) -> Any:
     received none)."""
     t = type(wrapped)
     if t is Tensor:
-        g = cts.get(id(wrapped))
+        g = cts.get(wrapped._idx)
         leaf = wrapped.value
         if g is None:
             return base_namespace(leaf).zeros_like(leaf)
@@ -189,7 +189,7 @@ def _grad_tree_taped(wrapped: Any, cts: dict, outer: bool) -> Any:
     differentiate them), their raw values otherwise (nothing outside this call is on their tape)."""
     t = type(wrapped)
     if t is Tensor:
-        g = cts.get(id(wrapped))
+        g = cts.get(wrapped._idx)
         leaf = wrapped.value
         if g is None:
             z = base_namespace(leaf).zeros_like(leaf)
@@ -331,7 +331,7 @@ def _taped_result(out, raw, specs, stops, start, aux, has_aux, single, outer=Fal
     """The end of :func:`value_and_grad` in the taped mode (see there)."""
     if isinstance(out, Tensor) and out._idx >= 0:
         xp = base_namespace(raw)
-        cts, found = backward_taped([out], [xp.ones_like(raw)], {id(n) for n in stops}, start)
+        cts, found = backward_taped([out], [xp.ones_like(raw)], {n._idx for n in stops}, start)
         outer = outer or found
     else:
         cts, outer = {}, outer or bool(stops)
@@ -379,7 +379,7 @@ def vjp(f: Callable, *args: Any, create_graph: bool = False) -> tuple[Any, Calla
         raw_out = out
     else:
         raw_out = tree_unflatten(out_def, [o.value if isinstance(o, Tensor) else o for o in out_leaves])
-    stop_ids = {id(n) for n in stops}
+    stop_ids = {n._idx for n in stops}
 
     def vjp_fn(cotangent: Any) -> tuple:
         ct_leaves, ct_def = tree_flatten(cotangent)

@@ -8,7 +8,8 @@ of the arguments that need gradients. Constants (raw arrays, Python scalars, Ten
 
 The backward walk (:func:`backward`) is iterative: it visits the nodes that received a cotangent in decreasing
 creation index (a topological order, since a node is always created after its inputs; a heap keyed by the index),
-and frees each node's cotangent as soon as it has been pushed to the parents.
+keeps the cotangents in a dict keyed by that index, and frees each node's cotangent as soon as it has been pushed
+to the parents.
 """
 
 from __future__ import annotations
@@ -417,6 +418,8 @@ def _record(entry: VJPEntry, raw_fn: Callable, args: tuple, kw: dict) -> Any:
     The node is built inline (this runs once per recorded op, so every attribute store and call counts)."""
     if kw:
         _kw_error(entry, kw)
+    elif len(args) == 2:  # maximum(x, 0.0), matmul(x, w)...: the operators' path (no argument lists)
+        return _binary(entry, raw_fn, args[0], args[1])
     raw_args: tuple[Any, ...]
     parents: tuple[tuple[int, Tensor], ...]
     if len(args) == 1:  # unary fast path (args[0] is the Tensor)
@@ -645,73 +648,79 @@ def _fix_cotangent(entry: VJPEntry, xp: Any, i: int, gi: Any, pv: Any) -> Any:
     return gi
 
 
-def backward(roots: list, seeds: list, create_graph: bool = False) -> dict:
-    """Propagate cotangents ``seeds`` from the Tensors ``roots`` to the leaves.
-
-    Returns ``{id(leaf): cotangent}`` for the leaves (nodes without parents) that received a cotangent.
-    With ``create_graph`` the walk is :func:`backward_taped` (the cotangents are Tensors recorded on the tape);
-    that flag is the only thing the first-order walk checks, once per call.
-
-    The walk is iterative: a max-heap of the nodes that hold a cotangent, keyed by creation index, so a node is
-    visited after every node created later (all its consumers) and only nodes that received a cotangent are visited
-    (no separate topological sort). Interior cotangents are freed as soon as they are used. Cotangents are
-    accumulated out of place (a rule may return its incoming ``g`` or a view of it, so no buffer is ever written).
-    """
-    if create_graph:
-        return backward_taped(roots, seeds)[0]
+def _seed(roots: list, seeds: list, add: Callable) -> tuple[dict, list]:
+    """The walk's start: ``cts[root._idx] = seed`` (seeds of a root given twice are added) and the heap of roots."""
     cts: dict[int, Any] = {}
     heap: list = []
-    push, pop_heap = heapq.heappush, heapq.heappop
     for r, s in zip(roots, seeds):
-        if r._idx < 0:
+        k = r._idx
+        if k < 0:
             continue
-        k = id(r)
         prev = cts.get(k)
         if prev is None:
             cts[k] = s
-            push(heap, (-r._idx, r))
+            heap.append((-k, r))
         else:
-            cts[k] = _raw_add(prev, s)
+            cts[k] = add(prev, s)
+    heapq.heapify(heap)
+    return cts, heap
+
+
+def backward(roots: list, seeds: list, create_graph: bool = False) -> dict:
+    """Propagate cotangents ``seeds`` from the Tensors ``roots`` to the leaves.
+
+    Returns ``{leaf._idx: cotangent}`` for the leaves (nodes without parents) that received a cotangent.
+    With ``create_graph`` the walk is :func:`backward_taped` (the cotangents are Tensors recorded on the tape);
+    that flag is the only thing the first-order walk checks, once per call.
+
+    The walk is iterative: a max-heap of ``(-position, node)`` for the nodes that hold a cotangent, so a node is
+    visited after every node created later (all its consumers: a node's tape position ``_idx`` is larger than its
+    parents') and only nodes that received a cotangent are visited (no separate topological sort, and nodes that
+    do not lead to the output are never kept alive). Cotangents are kept in a dict keyed by tape position (an int
+    attribute: no ``id()`` call) and freed as soon as they are used. They are accumulated out of place (a rule may
+    return its incoming ``g`` or a view of it, so no buffer is ever written).
+    """
+    if create_graph:
+        return backward_taped(roots, seeds)[0]
+    cts, heap = _seed(roots, seeds, _raw_add)
     leaves: dict[int, Any] = {}
-    pop = cts.pop
-    get = cts.get
+    pop, get = cts.pop, cts.get
+    push, pop_heap = heapq.heappush, heapq.heappop
     while heap:
-        node = pop_heap(heap)[1]
-        g = pop(id(node))
+        k, node = pop_heap(heap)
+        g = pop(-k)
         parents = node._parents
         if not parents:
-            leaves[id(node)] = g
+            leaves[-k] = g
             continue
         entry = node._entry
-        xp = node._xp
-        ans = node.value
-        args = node._args
-        kw = node._kw
         rules = entry.rules
-        if rules is None and entry.joint is not None:
-            needs = tuple([i for i, _ in parents])
-            joint = entry.joint(xp, g, ans, needs, *args, **kw) if kw else entry.joint(xp, g, ans, needs, *args)
-        for i, p in parents:
-            if rules is not None:
-                gi = rules[i](xp, g, ans, *args, **kw) if kw else rules[i](xp, g, ans, *args)
-            elif entry.joint is not None:
-                gi = joint[i]
+        xp, ans, args, kw = node._xp, node.value, node._args, node._kw
+        if rules is not None:  # one rule per argument (nearly every node)
+            if kw:
+                outs = [rules[i](xp, g, ans, *args, **kw) for i, _ in parents]
             else:
-                gi = entry.argnum_rule(i, xp, g, ans, args, kw)
+                outs = [rules[i](xp, g, ans, *args) for i, _ in parents]
+        elif entry.joint is not None:
+            joint = entry.joint(xp, g, ans, tuple([i for i, _ in parents]), *args, **kw)
+            outs = [joint[i] for i, _ in parents]
+        else:
+            outs = [entry.argnum_rule(i, xp, g, ans, args, kw) for i, _ in parents]
+        del g
+        for (i, p), gi in zip(parents, outs):
             if gi is None:
                 continue
             pv = p.value
             gd = gi.dtype
             if gi.shape != pv.shape or (gd is not pv.dtype and gd != pv.dtype):
                 gi = _fix_cotangent(entry, xp, i, gi, pv)
-            k = id(p)
+            k = p._idx
             prev = get(k)
             if prev is None:
                 cts[k] = gi
-                push(heap, (-p._idx, p))
+                push(heap, (-k, p))
             else:
                 cts[k] = _raw_add(prev, gi)  # out of place (a large NumPy sum into a pooled buffer)
-        del g
     return leaves
 
 
@@ -741,42 +750,31 @@ def _as_tensor(x: Any) -> Tensor:
 def backward_taped(roots: list, seeds: list, stops: Any = (), start: int = 0) -> tuple[dict, bool]:
     """The backward walk with taped cotangents (``create_graph``): differentiable itself (HIPS autograd / JAX).
 
-    The same walk as :func:`backward` (a max-heap on creation indices, cotangents freed once used), except that
+    The same walk as :func:`backward` (a max-heap on tape positions, cotangents freed once used), except that
 
     * cotangents are :class:`Tensor` s, and every rule is called with the *taped* namespace over the node's
       backend, the node itself as ``ans`` and the parents' Tensors in place of their raw arguments, so the rules
       written against ``xp`` (and the tape's pooled operators, whose fallbacks are the Python operators) record
       their work on the tape; fused kernels that have a raw NumPy fast path dispatch on the argument types and take
       their generic (taped) composition here;
-    * the walk stops at the nodes whose ``id`` is in ``stops`` (the leaves of a nested ``grad``: identity nodes of
+    * the walk stops at the nodes whose tape position ``_idx`` is in ``stops`` (the leaves of a nested ``grad``: identity nodes of
       an enclosing transformation's Tensors), as at leaves.
 
-    Returns ``({id(leaf): Tensor cotangent}, outer)``; ``outer`` is True when the recorded cotangents may depend on
+    Returns ``({leaf._idx: Tensor cotangent}, outer)``; ``outer`` is True when the recorded cotangents may depend on
     a Tensor created before index ``start`` (an enclosing transformation's leaf or node): the walk met a parent
     older than ``start``, or a stop. A rule that cannot run on Tensors raises :class:`SecondOrderError`.
     """
-    cts: dict[int, Any] = {}
-    heap: list = []
-    push, pop_heap = heapq.heappush, heapq.heappop
-    for r, s in zip(roots, seeds):
-        if r._idx < 0:
-            continue
-        s = _as_tensor(s)
-        k = id(r)
-        prev = cts.get(k)
-        if prev is None:
-            cts[k] = s
-            push(heap, (-r._idx, r))
-        else:
-            cts[k] = prev + s
+    cts, heap = _seed(roots, [_as_tensor(s) for s in seeds], operator.add)
     leaves: dict[int, Any] = {}
     outer = bool(stops)
+    push, pop_heap = heapq.heappush, heapq.heappop
     while heap:
-        node = pop_heap(heap)[1]
-        g = cts.pop(id(node))
+        k, node = pop_heap(heap)
+        k = -k
+        g = cts.pop(k)
         parents = node._parents
-        if not parents or id(node) in stops:
-            leaves[id(node)] = g
+        if not parents or k in stops:
+            leaves[k] = g
             continue
         entry = node._entry
         xp = _taped_xp(node._xp)
@@ -814,11 +812,11 @@ def backward_taped(roots: list, seeds: list, stops: Any = (), start: int = 0) ->
             gd = gi.dtype
             if gi.shape != pv.shape or (gd is not pv.dtype and gd != pv.dtype):
                 gi = _fix_cotangent(entry, xp, i, gi, pv)
-            k = id(p)
+            k = p._idx
             prev = cts.get(k)
             if prev is None:
                 cts[k] = gi
-                push(heap, (-p._idx, p))
+                push(heap, (-k, p))
             else:
                 cts[k] = prev + gi
         del g
@@ -866,6 +864,32 @@ def tape_position() -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# NumPy accelerators of the VJP rules (the rules in rules.py take them on raw NumPy arrays only; the generic path
+# with ``where`` runs everywhere else, and tests/autodiff/test_ad_rule_fastpaths.py checks that both agree)
+
+_BOOL = _np.dtype(bool)
+
+
+def _is_nd(a: Any) -> bool:
+    """``a`` is a NumPy array (not a NumPy scalar, not a Tensor, not another backend's array)."""
+    return type(a) is _ND
+
+
+def np_zero_half(g: Any, zero: Any, half: Any) -> Any:
+    """``where(zero, 0, where(half, g / 2, g))`` on NumPy arrays (``zero``, ``half``: boolean arrays of ``g``'s shape).
+
+    The maximum/minimum cotangent (``zero``: the operand loses, ``half``: a tie). :func:`arrayrl._kernels.zero_where`
+    (a fresh array, exact ``+0.0``, a bit mask; ``np.where`` below its size threshold, where a call costs more
+    than the loop) then one in-place halving masked by ``half``
+    (``g * 0.5``, bit-identical to the ``where`` form; ties are rare, so the masked loop is cheap). NaN/inf in ``g``
+    where ``zero`` holds do not leak.
+    """
+    out = _kernels.zero_where(zero, g) if g.size >= _kernels._FAST_MIN_SIZE else _np.where(zero, 0.0, g)
+    _np.multiply(out, 0.5, out=out, where=half)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Operator primitives used by Tensor's dunder methods (their rules live in rules.py with the namespace's).
 
 # The raw functions: the operators themselves, except that large NumPy outputs go into pooled buffers (_pool;
@@ -876,6 +900,11 @@ _raw_mul = _pool.elementwise(_np.multiply, operator.mul)
 _raw_div = _pool.elementwise(_np.true_divide, operator.truediv)
 _raw_neg = _pool.elementwise(_np.negative, operator.neg)
 _raw_abs = _pool.elementwise(_np.absolute, operator.abs)
+# comparisons of the VJP rules (masks of large NumPy arrays are pooled too: 4096 x 64 is 256 KiB of bool)
+_raw_lt = _pool.elementwise(_np.less, operator.lt)
+_raw_gt = _pool.elementwise(_np.greater, operator.gt)
+_raw_eq = _pool.elementwise(_np.equal, operator.eq)
+_raw_not = _pool.elementwise(_np.logical_not)
 
 _ADD, _SUB, _MUL, _DIV = (_entry(n, True) for n in ("add", "subtract", "multiply", "divide"))
 _add = _make_primitive(_raw_add, _ADD)

@@ -28,8 +28,9 @@ from typing import Any
 
 from .. import _kernels
 
-from .core import VJP_TABLE, _entry, defvjp, defvjp_argnum, sum_to_shape
+from .core import _BOOL, VJP_TABLE, _entry, _is_nd, defvjp, defvjp_argnum, np_zero_half, sum_to_shape
 from .core import _raw_add as _add, _raw_div as _div, _raw_mul as _mul, _raw_neg as _neg, _raw_sub as _sub
+from .core import _raw_eq as _eq, _raw_gt as _gt, _raw_lt as _lt, _raw_not as _not
 from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = ["DIFFERENTIABLE", "ELEMENTWISE"]
@@ -56,8 +57,9 @@ def _keep_shape(shape: tuple, axes: tuple) -> tuple:
 
 
 def _unreduce(xp, g, x, axis, keepdims):
-    """Reshape the cotangent of a reduction to ``keepdims`` form (broadcastable against ``x``)."""
-    if keepdims:
+    """Reshape the cotangent of a reduction to ``keepdims`` form (broadcastable against ``x``); a 0-d cotangent (a
+    full reduction, ``mean(loss)``) broadcasts against ``x`` as it is."""
+    if keepdims or g.ndim == 0:
         return g
     return xp.reshape(g, _keep_shape(tuple(x.shape), _axes(axis, x.ndim)))
 
@@ -169,20 +171,35 @@ _reg(
 )
 
 
+def _winner_ct(xp, g, a, b, loses):
+    """Cotangent of ``a`` in ``maximum(a, b)`` (``loses = <``) or ``minimum(a, b)`` (``loses = >``), as torch:
+    ``0`` where ``a`` loses, ``g / 2`` at ties (``a == b``), ``g`` elsewhere; ``g``'s shape (the broadcast one).
+
+    ``b`` may be a Python scalar or a 0-d constant (``maximum(x, 0.0)`` as ReLU). On NumPy arrays the two
+    selections are :func:`~arrayrl.autodiff.core.np_zero_half` (a bit mask and one masked halving: no ``where`` on
+    an unpredictable mask, ~10x faster); elsewhere (other backends, taped cotangents) two ``where``.
+    """
+    lose = loses(a, b)
+    tie = _eq(a, b)
+    if _is_nd(g) and _is_nd(lose) and lose.shape == g.shape:
+        return np_zero_half(g, lose, tie)
+    return xp.where(lose, 0.0, xp.where(tie, g * 0.5, g))
+
+
 def _maxmin_rules(loses):
-    """torch.maximum/minimum: full gradient to the winner, half to each at ties, as torch."""
+    """torch.maximum/minimum: full gradient to the winner, half to each at ties, as torch (:func:`_winner_ct`)."""
 
     def first(xp, g, ans, x, y):
-        return xp.where(loses(x, y), 0.0, xp.where(x == y, g * 0.5, g))
+        return _winner_ct(xp, g, x, y, loses)
 
     def second(xp, g, ans, x, y):
-        return xp.where(loses(y, x), 0.0, xp.where(x == y, g * 0.5, g))
+        return _winner_ct(xp, g, y, x, loses)
 
     return first, second
 
 
-_reg("maximum", *_maxmin_rules(operator.lt), elementwise=True)
-_reg("minimum", *_maxmin_rules(operator.gt), elementwise=True)
+_reg("maximum", *_maxmin_rules(_lt), elementwise=True)
+_reg("minimum", *_maxmin_rules(_gt), elementwise=True)
 
 
 # clip(x, min, max) is recorded with positional bounds (the namespace wrapper moves them); torch.clamp semantics.
@@ -214,13 +231,29 @@ def _clip_hi(xp, g, ans, x, lo, hi):
 
 _reg("clip", _clip_x, _clip_lo, _clip_hi, elementwise=True)
 
-_reg(
-    "where",
-    None,
-    lambda xp, g, ans, c, x, y: xp.where(c, g, 0.0),
-    lambda xp, g, ans, c, x, y: xp.where(c, 0.0, g),
-    elementwise=True,
-)
+
+def _bit_select(g, c) -> bool:
+    """Take :func:`arrayrl._kernels.zero_where`'s bit mask for ``where``'s cotangents: NumPy arrays, a boolean
+    condition of ``g``'s shape, large enough for the mask to beat ``where`` (whose loop is slow on an unpredictable
+    condition: 90 vs 11 us at 256 x 64)."""
+    return _is_nd(g) and _is_nd(c) and c.shape == g.shape and c.dtype == _BOOL and g.size >= _kernels._FAST_MIN_SIZE
+
+
+def _where_x(xp, g, ans, c, x, y):
+    """``where(c, g, 0)``: the cotangent selected, never multiplied by a mask (a NaN of the other branch stays out)."""
+    if _bit_select(g, c):
+        return _kernels.zero_where(_not(c), g)
+    return xp.where(c, g, 0.0)
+
+
+def _where_y(xp, g, ans, c, x, y):
+    """``where(c, 0, g)`` (see :func:`_where_x`)."""
+    if _bit_select(g, c):
+        return _kernels.zero_where(c, g)
+    return xp.where(c, 0.0, g)
+
+
+_reg("where", None, _where_x, _where_y, elementwise=True)
 
 # ------------------------------------------------------------------------------------------------------ reductions
 
