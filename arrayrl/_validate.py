@@ -19,6 +19,14 @@ read data and always run.
 values, so they cost nothing per call); :func:`check_evenly_spaced` is the constructor-time check of a C51 support
 (a one-off host read); :func:`batch_entry` reads a per-sample batch entry (``reward``, ``done``, ``weights``...)
 and checks its shape against the batch shape and its dtype.
+
+**Validate once per structure.** A shape/dtype check reads only the *structure* of its inputs: which keys are
+present, the array types, shapes, dtypes and devices. Whether it passes is a function of that signature
+(:func:`array_signature`), so a :class:`StructureCache` remembers the signatures that passed and the check is
+skipped when the next call has the same one (a training loop feeds batches of one structure). A new key, shape,
+dtype, backend or device is a new signature and is checked in full, with the same error. Data checks
+(:func:`check_index_range`) are never cached: the data changes every call. :func:`lookup` reads a nested entry with a
+``type(x) is dict`` fast path (no ABC ``Mapping`` ``isinstance``), falling back to :func:`arrayrl.data.get_or`.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ __all__ = [
     "check_flag",
     "check_evenly_spaced",
     "batch_entry",
+    "lookup",
+    "require",
+    "array_signature",
+    "structure_signature",
+    "StructureCache",
 ]
 
 _FLAG: bool | None = None  # the process-wide switch (None = auto: CPU arrays only)
@@ -201,6 +214,105 @@ def check_evenly_spaced(support: Any, name: str = "support") -> None:
                          f"{dmin:.6g} and {dmax:.6g}")
 
 
+# ------------------------------------------------------------------------------------ validate once per structure
+_MISSING = object()
+
+
+def lookup(batch: Any, key: Any, default: Any = None) -> Any:
+    """``batch[key]`` for a nested key (``"a"`` or ``("a", "b")``), ``default`` when absent.
+
+    Plain ``dict`` nodes and ``str`` keys take the fast path (``dict.get``, no ``Mapping`` ``isinstance`` and no key
+    normalisation); any other node or key form (a ``Mapping`` subclass, a nested tuple key) falls back to
+    :func:`arrayrl.data.get_or`, so the answer is always the same.
+    """
+    if type(batch) is dict:
+        if type(key) is str:
+            return batch.get(key, default)
+        if type(key) is tuple:
+            node: Any = batch
+            for k in key:
+                if type(node) is not dict or type(k) is not str:
+                    break
+                node = node.get(k, _MISSING)
+                if node is _MISSING:
+                    return default
+            else:
+                return node
+    return _data.get_or(batch, key, default)
+
+
+def require(batch: Any, key: Any, *, what: str | None = None) -> Any:
+    """``batch[key]`` (:func:`lookup`'s fast path); a missing key raises :func:`arrayrl.data.get`'s ``KeyError``
+    (naming the key and its role ``what``, listing the keys present)."""
+    value = lookup(batch, key, _MISSING)
+    return _data.get(batch, key, what=what) if value is _MISSING else value
+
+
+def array_signature(x: Any) -> tuple | None:
+    """``(type, backend type, shape, dtype, device)`` of an array (raw or taped): what a shape/dtype check reads.
+    ``None`` for anything without ``shape``/``dtype``/``device`` (never cached: the full check runs)."""
+    raw = x.value if is_taped(x) else x
+    try:
+        return (type(x), type(raw), tuple(raw.shape), raw.dtype, raw.device)
+    except AttributeError:
+        return None
+
+
+def structure_signature(*arrays: Any) -> tuple | None:
+    """The signatures of ``arrays`` (:func:`array_signature`), ``None`` standing for an absent (``None``) input; the
+    whole signature is ``None`` (never cached) if one input is not an array."""
+    out: list[tuple | None] = []
+    for x in arrays:
+        if x is None:
+            out.append(None)
+            continue
+        sig = array_signature(x)
+        if sig is None:
+            return None
+        out.append(sig)
+    return tuple(out)
+
+
+class StructureCache:
+    """The signatures that passed a structure check, so that the check runs once per structure.
+
+    ``sig in cache`` (``False`` for ``None`` or an unhashable signature), ``cache.add(sig)`` after the check passed.
+    At most ``maxsize`` signatures are kept; when full the cache is emptied (a stream of ever-new shapes then costs
+    one full check per call, as without a cache). A signature must hold everything the check's outcome depends on.
+    """
+
+    __slots__ = ("_seen", "maxsize")
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self._seen: set = set()
+        self.maxsize = maxsize
+
+    def __contains__(self, sig: Any) -> bool:
+        try:
+            return sig in self._seen
+        except TypeError:  # an unhashable dtype or key
+            return False
+
+    def add(self, sig: Any) -> None:
+        if sig is None:
+            return
+        try:
+            hash(sig)
+        except TypeError:
+            return
+        if len(self._seen) >= self.maxsize:
+            self._seen.clear()
+        self._seen.add(sig)
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+_ENTRY_CACHE = StructureCache(256)  # batch_entry: (key, batch shape, kind, trailing_one, array signature)
+
 _KINDS = {"bool": ("bool", "a bool"), "floating": ("real floating", "a real floating"),
           "integer": ("integral", "an integer"), "numeric": ("numeric", "a numeric")}
 
@@ -213,11 +325,21 @@ def batch_entry(batch: Mapping, key: Any, batch_shape: tuple, *, kind: str, what
     (another batch size, a non-singleton trailing axis, a missing axis) is a ``ValueError`` naming the key; a
     wrong dtype kind (``"bool"``, ``"floating"``, ``"integer"``, ``"numeric"``) a ``TypeError``. A missing entry
     raises ``KeyError`` (naming the full nested key) if ``required``, else returns ``None``. Returns the array
-    unchanged (no reshape: the consumer keeps TorchRL's layout).
+    unchanged (no reshape: the consumer keeps TorchRL's layout). Checked once per structure (:class:`StructureCache`:
+    the key, ``batch_shape``, ``kind``, ``trailing_one`` and the array's signature).
     """
-    value = _data.get(batch, key, what=what) if required else _data.get_or(batch, key, None)
+    value = lookup(batch, key, _MISSING)
+    if value is _MISSING:
+        if required:
+            _data.get(batch, key, what=what)  # raises KeyError naming the key and the keys present
+        return None
     if value is None:
         return None
+    sig = array_signature(value)
+    if sig is not None:
+        sig = (key, batch_shape, kind, trailing_one, sig)
+        if sig in _ENTRY_CACHE:
+            return value
     name = _data.key_str(key)
     if not is_array(value):
         raise TypeError(f"{name} ({what}): expected an array, got {type(value).__name__}")
@@ -230,4 +352,5 @@ def batch_entry(batch: Mapping, key: Any, batch_shape: tuple, *, kind: str, what
     xp = getattr(xp, "_arrayrl_base", xp)
     if not xp.isdtype(value.dtype, dtype_kind):
         raise TypeError(f"{name} ({what}): expected {label} dtype, got {value.dtype}")
+    _ENTRY_CACHE.add(sig)
     return value

@@ -21,12 +21,15 @@ loaded 2-core machine torch's default pool can spin against the other processes.
 
 Optional arrayrl sides (``--sides``): ``arrayrl-1t`` (``set_blas_threads(1)``), ``arrayrl+malloc``
 (``tune_allocator()``) and ``arrayrl+tuned`` (``tune_allocator()`` + ``set_blas_threads(1)``); not library defaults,
-never in the main column (``meets target`` is judged on ``arrayrl``).
+never in the main column (``meets target`` is judged on ``arrayrl``). ``arrayrl-before`` (with ``--baseline DIR``):
+library defaults, arrayrl imported from ``DIR`` (a copy of the package before a change, ``DIR/arrayrl``), in its own
+alternated subprocesses like every side; the table then adds ``before / after`` (> 1: the change made it faster).
 
     python benchmarks/losses.py                           # full table -> benchmarks/results/losses-cpu.md
     python benchmarks/losses.py --quick                   # one round, no file
     python benchmarks/losses.py --cases ppo-256 sac-256-h256 --rounds 5
     python benchmarks/losses.py --worker arrayrl --cases ppo-256    # one side, prints JSON
+    python benchmarks/losses.py --baseline /tmp/before --sides arrayrl arrayrl-before torchrl --cases dqn-256
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ SIDES = {
     "arrayrl+malloc": ("arrayrl", "malloc", "tune_allocator()"),
     "arrayrl+tuned": ("arrayrl", "tuned", "tune_allocator() + set_blas_threads(1)"),
     "arrayrl-1t": ("arrayrl", "blas1", "set_blas_threads(1)"),
+    "arrayrl-before": ("arrayrl", "none", "library defaults, arrayrl from --baseline"),
     "torchrl": ("torchrl", "none", "torch defaults"),
     "torchrl-1t": ("torchrl", "single", "torch.set_num_threads(1)"),
 }
@@ -96,6 +100,7 @@ def _worker(side: str, cases: list, budget: float, min_reps: int, warmup: int) -
 
 
 _ENV = dict(os.environ, RL_WARNINGS="False")
+_SNAPSHOT: dict = {}  # "dir": the snapshot directory put first on the workers' PYTHONPATH
 
 
 def _snapshot() -> str | None:
@@ -114,6 +119,7 @@ def _snapshot() -> str | None:
     atexit.register(shutil.rmtree, dst, True)
     shutil.copytree(src, os.path.join(dst, "arrayrl"), ignore=shutil.ignore_patterns("*.pyc"))
     _ENV["PYTHONPATH"] = dst + os.pathsep + _ENV.get("PYTHONPATH", "")
+    _SNAPSHOT["dir"] = dst
     check = subprocess.run([sys.executable, "-c", "import arrayrl, arrayrl.objectives; print(arrayrl.__file__)"],
                            capture_output=True, text=True, env=_ENV)
     if check.returncode != 0 or not check.stdout.startswith(dst):
@@ -121,11 +127,27 @@ def _snapshot() -> str | None:
     return dst
 
 
+def _baseline_env(baseline: str) -> dict:
+    """The workers' environment with ``baseline`` (holding ``arrayrl/``) first on the path instead of the snapshot."""
+    rest = [p for p in _ENV.get("PYTHONPATH", "").split(os.pathsep) if p and p != _SNAPSHOT.get("dir")]
+    return dict(_ENV, PYTHONPATH=os.pathsep.join([baseline] + rest))
+
+
+def _check_baseline(baseline: str) -> None:
+    """The ``arrayrl-before`` workers must import arrayrl (and its losses) from ``baseline``."""
+    check = subprocess.run([sys.executable, "-c", "import arrayrl, arrayrl.objectives; print(arrayrl.__file__)"],
+                           capture_output=True, text=True, env=_baseline_env(baseline))
+    if check.returncode != 0 or not check.stdout.startswith(os.path.abspath(baseline)):
+        raise RuntimeError(f"the baseline arrayrl does not import from {baseline}:\n"
+                           f"{check.stderr[-2000:]}{check.stdout}")
+
+
 def _run_side(side: str, cases: list, args) -> dict | None:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--cases", *cases, "--budget",
            str(args.budget), "--min-reps", str(args.min_reps), "--warmup", str(args.warmup)]
+    env = _baseline_env(args.baseline) if side == "arrayrl-before" else _ENV
     for attempt in range(2):
-        res = subprocess.run(cmd, capture_output=True, text=True, env=_ENV)
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if res.returncode == 0:
             return {r["case"]: r for r in json.loads(res.stdout.strip().splitlines()[-1])}
         sys.stderr.write(res.stderr[-3000:])
@@ -155,6 +177,9 @@ def _table(cases: list, sides: list, med: dict, spread: dict) -> list:
     both1t = "torchrl-1t" in sides and "arrayrl-1t" in sides
     if both1t:
         head += ["TorchRL-1t / arrayrl-1t"]
+    before = "arrayrl-before" in sides and "arrayrl" in sides
+    if before:
+        head += ["before / after"]
     head += ["meets target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 4) + "---|"]
     for name in cases:
@@ -176,6 +201,9 @@ def _table(cases: list, sides: list, med: dict, spread: dict) -> list:
         if both1t:
             t, a = med["torchrl-1t"].get(name), med["arrayrl-1t"].get(name)
             row.append(_fmt_ratio(t / a if t and a else None))
+        if before:
+            t, a = med["arrayrl-before"].get(name), med["arrayrl"].get(name)
+            row.append(_fmt_ratio(t / a if t and a else None))
         row.append("n/a" if main is None else ("yes" if main >= spec["target"] else "**no**"))
         lines.append("| " + " | ".join(row) + " |")
     return lines
@@ -193,15 +221,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one round, no file")
     ap.add_argument("--no-snapshot", action="store_true", help="workers import arrayrl from the live tree")
     ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--baseline", help="directory holding a copy of the arrayrl package (DIR/arrayrl) for the "
+                    "arrayrl-before side")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(_worker(args.worker, args.cases, args.budget, args.min_reps, args.warmup)))
         return
     if "torchrl" not in args.sides:
         ap.error("--sides must include torchrl (the reference of every ratio)")
+    if ("arrayrl-before" in args.sides) != (args.baseline is not None):
+        ap.error("--baseline DIR and the side arrayrl-before go together")
+    if args.baseline is not None and not os.path.isdir(os.path.join(args.baseline, "arrayrl")):
+        ap.error(f"--baseline: {args.baseline}/arrayrl is not a directory")
     rounds = 1 if args.quick else args.rounds
     t_start, load0, up0 = time.time(), os.getloadavg(), _uptime()
     snap = None if args.no_snapshot else _snapshot()
+    if args.baseline is not None:
+        _check_baseline(args.baseline)
     _prewarm()
     times: dict = {s: {n: [] for n in args.cases} for s in args.sides}
     errors: dict = {}
@@ -243,7 +279,9 @@ def main() -> None:
         f"Load: `uptime` at the start `{up0}`; at the end `{up1}`. Wall time {time.time() - t_start:.0f} s.",
         f"Command: `python benchmarks/losses.py {' '.join(sys.argv[1:])}`. arrayrl: "
         + (f"the working tree (git HEAD {_git_head()} plus uncommitted changes) copied at the start" if snap
-           else "the live working tree") + ".",
+           else "the live working tree") + "."
+        + (f" arrayrl-before: the copy in `{args.baseline}` (same protocol, its own subprocesses)." if args.baseline
+           else ""),
         "",
         "Protocol: arrayrl `loss.value_and_grad(batch)` (NumPy backend) vs TorchRL `loss(td)`, sum of the `loss_*`",
         "terms, `backward()`; float32; each library with its defaults (arrayrl's default BLAS policy and numba scans;",

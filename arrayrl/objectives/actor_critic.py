@@ -93,8 +93,16 @@ def _same_shape(ref_name: str, ref: Any, **arrays: Any) -> None:
 
 
 def _sg_tree(tree: Any) -> Any:
-    """``tree`` with every leaf's tape dropped."""
-    return tree_map(stop_gradient, tree)
+    """``tree`` with every leaf's tape dropped (``tree_map(stop_gradient, tree)``; plain ``dict``/``list``/``tuple``
+    containers are walked directly, the hot path of every actor-critic call)."""
+    tp = type(tree)
+    if tp is dict:
+        return {k: _sg_tree(v) for k, v in tree.items()}
+    if tp is list or tp is tuple:
+        return tp(_sg_tree(v) for v in tree)
+    if tree is None or not isinstance(tree, (dict, list, tuple)):
+        return None if tree is None else stop_gradient(tree)
+    return tree_map(stop_gradient, tree)  # (container subclasses: tree_map's conversion to the base container)
 
 
 def _squeeze_last(x: Any, name: str) -> Any:

@@ -17,6 +17,11 @@ What it provides (TorchRL 0.14.1 semantics, catalog section 1):
   ``loss.params`` and is the gradient of the sum of the ``loss_*`` terms (or of ``terms=``).
 * **reduction**: :meth:`_reduce_loss` (masks from the batch, prioritized-replay weights), see
   :func:`arrayrl.objectives.utils.reduce_loss`.
+* **validation, once per structure**: the shape/dtype checks of the batch entries
+  (:func:`~arrayrl._validate.batch_entry`), of the estimator's signals and of the chosen action values remember the
+  signatures (keys, array types, shapes, dtypes, devices) that passed (:class:`~arrayrl._validate.StructureCache`)
+  and are skipped for a batch of the same structure; a new structure is checked in full. Data checks (a categorical
+  action's range) run on every call.
 * **value estimators**: :meth:`make_value_estimator` accepts ``None`` (the loss's default), a
   :class:`~arrayrl.value.ValueEstimators` member, a string alias (``"td0"``, ``"tdlambda"``...), an estimator class or
   an estimator instance.
@@ -30,6 +35,7 @@ from typing import Any, Sequence
 
 from .. import data as _data
 from .._backend import namespace_of
+from .._validate import lookup
 from ..tree import tree_flatten, tree_map, tree_paths
 from .utils import expand_mask, reduce_loss, stop_gradient
 
@@ -230,7 +236,7 @@ class LossModule:
     def _batch_mask(self, batch: Mapping, loss: Any) -> Any:
         mask = None
         for key in self._loss_mask_keys():
-            m = _data.get_or(batch, key, None)
+            m = lookup(batch, key, None)
             if m is not None:
                 m = expand_mask(m, loss, _data.key_str(key))
                 mask = m if mask is None else namespace_of(m).logical_and(mask, m)
@@ -251,7 +257,7 @@ class LossModule:
         key = getattr(self.tensor_keys, "priority_weight", None)
         if key is None or getattr(self, "use_prioritized_weights", "auto") not in (True, "auto"):
             return None
-        return _data.get_or(batch, key, None)
+        return lookup(batch, key, None)
 
     # ------------------------------------------------------------------------------------------------ parameters
     def convert_to_functional(self, module: Any, name: str, *, create_target_params: bool = False,
@@ -470,7 +476,7 @@ class LossModule:
 
     def forward(self, batch: Mapping) -> dict:
         """The outputs (``dict``) of the loss on ``batch`` with the current parameters."""
-        if not isinstance(batch, Mapping):
+        if type(batch) is not dict and not isinstance(batch, Mapping):  # (the ABC check only for other types)
             raise TypeError(f"batch: expected a nested dict of arrays, got {type(batch).__name__}")
         return self._select(self._forward(batch, self.params))
 

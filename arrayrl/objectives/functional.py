@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from .._backend import namespace_of
 from .._checks import check_array, check_bool, check_floating, check_integer, check_min_rank
-from .._validate import check_index_range, check_number
+from .._validate import StructureCache, check_index_range, check_number, structure_signature
 from .utils import distance_loss, reduce_loss, stop_gradient
 
 __all__ = [
@@ -138,16 +138,28 @@ def chosen_action_value(action_value: Any, action: Any, action_space: str = "one
         IndexError: a categorical index outside ``[0, nA)`` (:class:`arrayrl._validate.IndexRangeError`, also a
             ``ValueError``), when validation is on.
     """
-    check_min_rank(action_value, 1, "action_value")
-    check_floating(action_value, "action_value")
     space = normalize_action_space(action_space)
+    sig = structure_signature(action_value, action)
+    sig = sig and (sig, space)
     xp = namespace_of(action_value, action)
-    batch_shape = tuple(action_value.shape[:-1])
+    if sig not in _CHOSEN_CHECKED:  # the shape/dtype checks, once per structure (the index range: every call)
+        check_min_rank(action_value, 1, "action_value")
+        check_floating(action_value, "action_value")
+        if space == "categorical":
+            check_integer(action, name)
+            per_sample(action, tuple(action_value.shape[:-1]), name, "action_value")
+        else:
+            check_one_hot(action, tuple(action_value.shape), name, space)
+        _CHOSEN_CHECKED.add(sig)
     if space == "categorical":
-        idx = categorical_index(action, batch_shape, action_value.shape[-1], name, "action_value")
+        idx = xp.squeeze(action, axis=-1) if action.ndim == action_value.ndim else action  # [*B, 1] -> [*B]
+        check_index_range(idx, action_value.shape[-1], name)
         return xp.squeeze(xp.take_along_axis(action_value, idx[..., None], axis=-1), axis=-1)
-    check_one_hot(action, tuple(action_value.shape), name, space)
     return xp.sum(action_value * _float_action(action, action_value), axis=-1)
+
+
+#: (signatures of the action values and the action, action space) that passed chosen_action_value's checks
+_CHOSEN_CHECKED = StructureCache(128)
 
 
 def greedy_action_index(action_value: Any) -> Any:

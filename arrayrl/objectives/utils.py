@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .._backend import is_taped, namespace_of
 from .._checks import check_array
-from .._validate import batch_entry, check_choice, check_flag, check_number
+from .._validate import batch_entry, check_choice, check_flag, check_number, lookup
 from .. import data as _data
 from ..ops import smooth_l1
 from ..tree import tree_map
@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
+_MISSING = object()
 _DISTANCES = ("l1", "l2", "smooth_l1")
 
 _GAMMA_ERROR = (
@@ -369,11 +370,14 @@ def step_mdp(batch: Mapping, required: Any = ()) -> dict:
     ``"next"``; a missing one raises ``KeyError`` naming the full nested key (``('next', 'observation')``), not the
     key the network reads from the shifted batch.
     """
-    nxt = _data.get(batch, "next", what="next-step entries")
-    if not isinstance(nxt, Mapping):
+    nxt = lookup(batch, "next", _MISSING)
+    if nxt is _MISSING:
+        _data.get(batch, "next", what="next-step entries")  # raises KeyError listing the keys present
+    if type(nxt) is not dict and not isinstance(nxt, Mapping):
         raise TypeError(f"('next',): expected a nested batch (dict) of next-step entries, got {type(nxt).__name__}")
     for key in required:
-        _data.get(batch, ("next",) + _data.unravel_key(key), what="next-state input")
+        if lookup(nxt, key, _MISSING) is _MISSING:
+            _data.get(batch, ("next",) + _data.unravel_key(key), what="next-state input")  # raises KeyError
     return dict(nxt)
 
 

@@ -93,6 +93,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_array, normalize_axis
+from .._validate import StructureCache, lookup, require, structure_signature
 from ..autodiff import stop_gradient
 from ..tree import tree_map
 from . import functional as F
@@ -367,7 +368,7 @@ class ValueEstimatorBase:
 
     # ------------------------------------------------------------------------------------------------ helpers
     def _check_batch(self, batch: Any) -> None:
-        if not isinstance(batch, Mapping):
+        if type(batch) is not dict and not isinstance(batch, Mapping):  # (the ABC check only for other types)
             raise TypeError(f"batch: expected a nested dict of arrays, got {type(batch).__name__}")
 
     def _batch_ndim(self, value: Any) -> int:
@@ -394,7 +395,7 @@ class ValueEstimatorBase:
     def _gamma(self, batch: Mapping, reward: Any, gamma: Any = None) -> Any:
         """``gamma``, raised to the ``steps_to_next_obs`` power (n-step) when that key is present at the root."""
         gamma = self.gamma if gamma is None else gamma
-        steps = _data.get_or(batch, self.tensor_keys.steps_to_next_obs, None)
+        steps = lookup(batch, self.tensor_keys.steps_to_next_obs, None)
         if steps is None:
             return gamma
         xp = namespace_of(reward)
@@ -408,10 +409,10 @@ class ValueEstimatorBase:
         (``done := True``; ``terminated := False`` too with ``torchrl_compat``), as TorchRL's
         ``_prepare_shifted_tensordict``."""
         tk = self.tensor_keys
-        reward = _data.get(batch, ("next", tk.reward), what="reward")
-        done = _data.get(batch, ("next", tk.done), what="done")
-        terminated = _data.get_or(batch, ("next", tk.terminated), done)
-        valid = _data.get_or(batch, _VALID_KEY, None)
+        reward = require(batch, ("next", tk.reward), what="reward")
+        done = require(batch, ("next", tk.done), what="done")
+        terminated = lookup(batch, ("next", tk.terminated), done)
+        valid = lookup(batch, _VALID_KEY, None)
         if valid is not None:
             check_array(done, _key_name(("next", tk.done)))
             check_array(terminated, _key_name(("next", tk.terminated)))
@@ -443,12 +444,19 @@ class ValueEstimatorBase:
 
     def _check_signals(self, value: Any, next_value: Any, reward: Any, done: Any, terminated: Any) -> None:
         """The functional layer's checks (:func:`arrayrl.value.functional._validate`) on the value (the reference;
-        skipped when ``None``), next value, reward, done and terminated, named by their batch keys."""
+        skipped when ``None``), next value, reward, done and terminated, named by their batch keys.
+
+        Once per structure: the outcome depends only on the five arrays' signatures
+        (:func:`~arrayrl._validate.structure_signature`), remembered in :data:`_SIGNALS_CHECKED` once they passed."""
+        sig = structure_signature(value, next_value, reward, done, terminated)
+        if sig in _SIGNALS_CHECKED:
+            return
         tk = self.tensor_keys
         floats = {} if value is None else {_key_name(tk.value): value}
         floats[_key_name(("next", tk.value))] = next_value
         floats[_key_name(("next", tk.reward))] = reward
         F._validate(floats, {_key_name(("next", tk.done)): done, _key_name(("next", tk.terminated)): terminated})
+        _SIGNALS_CHECKED.add(sig)
 
     def _standardized_reward(self, batch: Mapping, reward: Any, eps: float) -> Any:
         groups = self._group_ids(batch)
@@ -725,6 +733,10 @@ def _broadcast_trailing(xp: Any, a: Any, like: Any, key: Any, axis_len: tuple | 
     return xp.broadcast_to(a, tuple(target))
 
 
+#: signatures of (value, next value, reward, done, terminated) that passed ``_check_signals``
+_SIGNALS_CHECKED = StructureCache(128)
+
+
 def _key_name(key: Any) -> str:
     """How messages name a batch key: ``key ('next', 'reward')``, ``key 'state_value'``."""
     return f"key {_data.key_str(key)}"
@@ -810,6 +822,14 @@ class TD0Estimator(_ReturnEstimator):
         super().__init__(gamma=gamma, value_network=value_network, average_rewards=average_rewards, **kwargs)
 
     def _estimate(self, gamma, next_value, reward, done, terminated, time_dim):
+        """:func:`~arrayrl.value.functional.td0_return_estimate`. With a Python ``float`` gamma (the common case) its
+        formula ``r + gamma * where(terminated, 0, V')`` is applied directly: ``_target`` has just checked these
+        arrays (``_check_signals``: one library and device, one float dtype, one shape), so the functional's
+        re-check of the same arrays is skipped (``float32 in, float32 out``: a Python float does not promote). A
+        gamma outside ``[0, 1]`` (reassigned after construction) goes to the functional, which raises."""
+        if type(gamma) is float and 0.0 <= gamma <= 1.0:
+            xp = namespace_of(reward, next_value)
+            return reward + gamma * xp.where(terminated, xp.zeros_like(next_value), next_value)
         return F.td0_return_estimate(gamma, next_value, reward, terminated)
 
 
