@@ -75,11 +75,25 @@ def _state_leaves(state: Any, key: str, params: Any, flat: tuple) -> list:
 
 def _cast_like(x: Any, p: Any) -> Any:
     """``x`` as an array of ``p``'s dtype (optimiser outputs keep the parameter's dtype)."""
-    if is_array(x) and x.dtype == p.dtype:  # the usual case: no namespace lookup
+    if type(x) is type(p) and x.dtype == p.dtype:  # the usual case (p is a checked array): no lookups
+        return x
+    if is_array(x) and x.dtype == p.dtype:
         return x
     xp = _namespace(x)
     x = _array(xp, x)
     return x if x.dtype == p.dtype else xp.astype(x, p.dtype)
+
+
+# (array type, dtype) pairs already seen to be raw (untaped) real floating arrays: the per-update leaf checks are a
+# set lookup for them (a taped Tensor is never added, so it always reaches the full check and its error).
+_FLOATING: set = set()
+
+
+def _known_floating(x: Any) -> bool:
+    try:
+        return (type(x), x.dtype) in _FLOATING
+    except (AttributeError, TypeError):  # no dtype, or an unhashable dtype: the full check decides
+        return False
 
 
 def _namespace(*xs: Any) -> Any:
@@ -138,11 +152,16 @@ class Optimizer:
             raise ValueError(f"state: expected the dict returned by opt.init(params) with an int step >= 0, got {got}")
         pl, treedef = tree_flatten(params)
         gl = _leaves_like(grads, params, "grads", "params", (pl, treedef))
-        for (path, p), g in zip(tree_paths(params), gl):
-            if is_taped(p):
-                raise TypeError(f"{_format_path('params', path)}: the optimiser takes raw arrays, not taped Tensors")
-            check_floating(p, _format_path("params", path))
-            check_floating(g, _format_path("grads", path))
+        if not all(_known_floating(p) and _known_floating(g) for p, g in zip(pl, gl)):
+            for (path, p), g in zip(tree_paths(params), gl):
+                if is_taped(p):
+                    raise TypeError(f"{_format_path('params', path)}: the optimiser takes raw arrays, not taped "
+                                    "Tensors")
+                check_floating(p, _format_path("params", path))
+                check_floating(g, _format_path("grads", path))
+                _FLOATING.add((type(p), p.dtype))
+                if not is_taped(g):
+                    _FLOATING.add((type(g), g.dtype))
         gl = [_cast_like(g, p) for g, p in zip(gl, pl)]
         if self.maximize:
             gl = [-g for g in gl]
@@ -244,8 +263,13 @@ class Adam(Optimizer):
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         step_size = lr / bias_correction1
 
+        namespaces: dict = {}  # array type -> namespace (one lookup per backend, not per leaf)
+
         def one(g: Any, p: Any, m: Any, v: Any, vmax: Any) -> tuple:
-            xp = _namespace(g, p, m, v)
+            key = (type(g), type(p), type(m), type(v))
+            xp = namespaces.get(key)
+            if xp is None:
+                xp = namespaces[key] = _namespace(g, p, m, v)
             p0 = p
             if wd != 0:
                 if self._decoupled:

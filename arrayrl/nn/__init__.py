@@ -1,7 +1,7 @@
 """Networks as functional modules over parameter pytrees.
 
 * :mod:`.params`: parameter-tree helpers (map, zip, flatten, count, copy, cast, to_device, soft/hard updates,
-  stack/unstack for ensembles) and torch-default initialisers.
+  stack/unstack for ensembles), torch-default initialisers and the orthogonal initialiser.
 * :mod:`.layers`: :class:`Linear`, :class:`MLP` (``torchrl.modules.MLP`` layout), :class:`Ensemble`,
   :class:`NormalParamExtractor`, activations and scale mappings.
 * :mod:`.keyed`: keyed modules over nested-dict batches (:class:`KeyedModule`, :class:`Sequential`,
@@ -37,6 +37,8 @@ from .params import (
     flatten_params,
     hard_update,
     linear_params,
+    orthogonal,
+    orthogonal_layers,
     params_map,
     params_zip,
     soft_update,

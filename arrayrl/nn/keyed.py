@@ -62,9 +62,14 @@ def _fmt_key(k: tuple) -> Any:
 
 
 def _write(batch: Mapping, keys: list[tuple], values: Sequence[Any]) -> dict:
+    """A shallow copy of ``batch`` with ``values`` written at ``keys`` (unravelled tuples): one dict copy for the
+    top-level keys, plus a copy of each dict on the path of a nested key."""
     out = dict(batch)
     for k, v in zip(keys, values):
-        out = with_(out, k, v)
+        if len(k) == 1:
+            out[k[0]] = v
+        else:
+            out = with_(out, k, v)
     return out
 
 
@@ -78,6 +83,11 @@ class KeyedModuleBase(Module):
         return self.apply(self.params, batch, **options)
 
     def _read(self, batch: Mapping) -> list:
+        if type(batch) is dict:  # the hot path: top-level keys of a plain dict (a missing one: the message below)
+            try:
+                return [batch[k[0]] if len(k) == 1 else get(batch, k) for k in self.in_keys]
+            except KeyError:
+                pass
         if not isinstance(batch, Mapping):
             raise TypeError(f"batch: expected a (nested) dict of arrays, got {type(batch).__name__}")
         return [get(batch, k, what=f"in_key of {type(self).__name__}") for k in self.in_keys]
@@ -574,7 +584,7 @@ class QValueModule(_ParameterFree, KeyedModuleBase):
         xp = namespace_of(action_values)
         q = action_values
         if self.action_space == "categorical":
-            action = xp.astype(xp.argmax(q, axis=-1), xp.int64)
+            action = xp.astype(xp.argmax(q, axis=-1), xp.int64, copy=False)
             # q[action] is the maximum itself (same value, and the gradient goes to one index, as the gather's)
             return action, xp.max(q, axis=-1, keepdims=True)
         if self.action_space == "one_hot":

@@ -13,11 +13,12 @@ runs as one batched matmul per layer, no Python loop over members. The input is 
 Checks (shapes and dtypes only, never data; cheap enough for every call): ``apply`` checks every parameter leaf of
 the tree against the layer's sizes -- presence, no unexpected keys, exact shapes (a ``(1,)`` bias is an error, not a
 broadcast) -- with messages naming the path (``params['2']['bias']: expected shape (64,), got (1,)``), and the
-inputs' feature size. Size arguments accept any integer-like (``operator.index``: ``np.int64`` from
-``action_space.n`` included) and reject bools, floats and negative values by name. ``dtype``/``xp``/``device``
-given at construction are the defaults of :meth:`init` too (``MLP(..., dtype=np.float32).init(g)`` is float32);
-``generator`` may be an arrayrl :class:`~arrayrl.random.Generator` or a NumPy/torch generator to wrap
-(:func:`arrayrl.random.as_generator`).
+inputs' feature size. The module's own tree (what ``module(x)`` and the keyed modules pass when acting) is checked
+once per tree object (a newly assigned tree at its first use; see ``_Layer._ensemble_of``). Size arguments
+accept any integer-like (``operator.index``: ``np.int64`` from ``action_space.n`` included) and reject bools,
+floats and negative values by name. ``dtype``/``xp``/``device`` given at construction are the defaults of
+:meth:`init` too (``MLP(..., dtype=np.float32).init(g)`` is float32); ``generator`` may be an arrayrl
+:class:`~arrayrl.random.Generator` or a NumPy/torch generator to wrap (:func:`arrayrl.random.as_generator`).
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ class _Layer(Module):
     _init_xp: Any = None
     _init_dtype: Any = None
     _init_device: Any = None
+    _checked: Any = None  # (tree, ensemble size) of the last check of the module's own tree (see _ensemble_of)
 
     def _build_params(self, generator: Any, xp: Any, dtype: Any, device: Any, params: Any = None) -> None:
         """Remember the construction's defaults; draw the default :attr:`params` (unless ``params`` is given)."""
@@ -238,6 +240,29 @@ class _Layer(Module):
             self._default_params(generator, xp, dtype, device)
         else:
             self.params = params
+
+    def _ensemble_of(self, params: Any) -> int | None:
+        """Check ``params`` against the layer's sizes (``_first_weight`` / ``_check_params``); its ensemble size
+        (``None`` for a plain tree).
+
+        Fast path for acting: the module's own tree (``params is self.params``, what ``module(x)`` and the keyed
+        modules pass) is checked once per tree *object* and remembered, so repeated calls with the same tree skip
+        the check; assigning a new tree (an optimiser step, ``loss.params = new``) checks again on its first use.
+        Trees are never modified in place by arrayrl; a caller that writes into ``module.params[...]`` in place
+        bypasses this check (and gets the backend's own error for a wrong shape)."""
+        checked = self._checked
+        if checked is not None and checked[0] is params:
+            return checked[1]
+        n = _ensemble_size(*self._first_weight(params))
+        # every layer type defines _check_params(params, lead) (the multi-agent nets have their own signature)
+        self._check_params(params, () if n is None else (n,))  # type: ignore[attr-defined]
+        if params is self.params:
+            self._checked = (params, n)
+        return n
+
+    def _first_weight(self, params: Any) -> tuple[Any, str]:
+        """The first weight of ``params`` and its path name (each layer type knows where it is)."""
+        raise NotImplementedError
 
     def init(self, generator: Any = None, *, xp: Any = None, dtype: Any = None, device: Any = None) -> Any:
         """A fresh parameter tree (see :meth:`Module.init`). ``dtype`` defaults to the one given at construction;
@@ -304,9 +329,7 @@ class Linear(_Layer):
         return params["weight"], "params['weight']"
 
     def apply(self, params: dict, x: Any, *, stacked_input: bool = False) -> Any:
-        n = _ensemble_size(*self._first_weight(params))
-        self._check_params(params, () if n is None else (n,))
-        return self._forward(params, (x,), stacked_input, n)
+        return self._forward(params, (x,), stacked_input, self._ensemble_of(params))
 
     def _forward(self, params: dict, inputs: tuple, stacked_input: bool, n: int | None) -> Any:
         """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""
@@ -443,9 +466,7 @@ class MLP(_Layer):
     def apply(self, params: dict, *inputs: Any, stacked_input: bool = False) -> Any:
         """Forward pass. ``params`` may be an ensemble tree (leading axis ``N`` on every leaf); ``stacked_input``
         says whether the inputs carry that axis too. Several inputs are concatenated along the last axis."""
-        n = _ensemble_size(*self._first_weight(params))
-        self._check_params(params, () if n is None else (n,))
-        return self._forward(params, inputs, stacked_input, n)
+        return self._forward(params, inputs, stacked_input, self._ensemble_of(params))
 
     def _forward(self, params: dict, inputs: tuple, stacked_input: bool, n: int | None) -> Any:
         """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""

@@ -13,6 +13,8 @@ Initialisers reproduce the *distribution* of torch's defaults (not its random st
 * :func:`uniform_fan_in`: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, which is what ``torch.nn.Linear.reset_parameters``
   draws for both weight (``kaiming_uniform_(a=sqrt(5))``: gain ``sqrt(2/(1+5))``, bound ``gain*sqrt(3/fan_in)``) and
   bias (bound ``1/sqrt(fan_in)``).
+* :func:`orthogonal`: ``torch.nn.init.orthogonal_`` (Saxe et al. 2014), and :func:`orthogonal_layers`, CleanRL's
+  ``layer_init`` (orthogonal weights with a gain per layer, constant biases) over the layers of a tree.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ __all__ = [
     "unstack",
     "check_same_structure",
     "uniform_fan_in",
+    "orthogonal",
+    "orthogonal_layers",
     "linear_params",
 ]
 
@@ -281,6 +285,74 @@ def uniform_fan_in(generator: Any, shape: tuple, fan_in: int, dtype: Any = None)
     fan_in = _index(fan_in, "fan_in")
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     return as_generator(generator).uniform(shape, -bound, bound, dtype)
+
+
+def orthogonal(generator: Any, shape: tuple, gain: float = 1.0, dtype: Any = None) -> Any:
+    """A (semi-)orthogonal matrix of ``shape`` times ``gain``: the distribution of ``torch.nn.init.orthogonal_``.
+
+    With ``rows = shape[0]`` and ``cols = prod(shape[1:])``, draw ``A ~ N(0, 1)`` of ``[rows, cols]``, take the
+    tall orientation ``M = A`` (``rows >= cols``) or ``A^T``, factor ``M = Q R`` (reduced QR, ``xp.linalg.qr``),
+    fix the signs ``Q <- Q * sign(diag(R))`` (which makes ``Q`` Haar-distributed), transpose back if needed and
+    reshape to ``shape``. So ``W W^T = gain^2 I_rows`` for a wide matrix, ``W^T W = gain^2 I_cols`` for a tall one
+    (both for a square one).
+
+    Args:
+        generator: an :class:`arrayrl.random.Generator` (its namespace and device decide those of the result);
+            the namespace needs the array API's ``linalg`` extension.
+        shape: at least 2 dimensions (as torch; trailing dimensions are flattened into ``cols``).
+        gain: the scale (CleanRL: ``sqrt(2)`` for ReLU/tanh hidden layers, ``0.01`` for a policy head).
+        dtype: floating dtype (default: the namespace's default float); the QR runs in it.
+    """
+    generator = as_generator(generator)
+    if isinstance(shape, int) or not hasattr(shape, "__len__") or len(shape) < 2:
+        raise ValueError(f"shape: orthogonal needs at least 2 dimensions, got {shape!r}")
+    shape = tuple(_index(s, f"shape[{i}]") for i, s in enumerate(shape))
+    gain = float(gain)
+    if not math.isfinite(gain):
+        raise ValueError(f"gain: expected a finite number, got {gain}")
+    rows = shape[0]
+    cols = math.prod(shape[1:])
+    a = generator.normal((rows, cols), dtype)
+    xp = namespace_of(a)
+    if rows == 0 or cols == 0:
+        return xp.reshape(a, shape)
+    wide = rows < cols
+    q, r = xp.linalg.qr(a.mT if wide else a)  # M [max, min] = Q [max, min] R [min, min]
+    q = q * xp.sign(xp.linalg.diagonal(r))  # scale column j by sign(R_jj)
+    w = q.mT if wide else q
+    return xp.reshape(w * gain, shape)
+
+
+def orthogonal_layers(generator: Any, params: dict, gains: Any, bias_const: float = 0.0) -> dict:
+    """CleanRL's ``layer_init`` on every linear layer of ``params``: a new tree with each ``weight``
+    :func:`orthogonal` (``gains[i]`` for the ``i``-th layer, in the tree's key order; a number is used for all) and
+    each ``bias`` filled with ``bias_const``. Dtypes are kept; the weights come from ``generator``'s namespace and
+    device (use the generator the network was built with).
+
+    ``params`` is a tree of linear layers ``{key: {"weight": [out, in], "bias": [out]}}`` (an :class:`MLP`'s) or one
+    layer ``{"weight", "bias"}``.
+
+    Example (CleanRL's PPO actor, 64 x 64 tanh)::
+
+        actor.params = orthogonal_layers(gen, actor.params, [sqrt(2), sqrt(2), 0.01])
+    """
+    generator = as_generator(generator)
+    single = isinstance(params, dict) and "weight" in params
+    layers = {"": params} if single else params
+    if not isinstance(layers, dict) or not all(isinstance(v, dict) and "weight" in v for v in layers.values()):
+        raise ValueError("params: expected a linear layer {'weight', 'bias'} or a dict of them (an MLP's tree)")
+    gains_list = [gains] * len(layers) if isinstance(gains, (int, float)) else list(gains)
+    if len(gains_list) != len(layers):
+        raise ValueError(f"gains: expected one gain per layer ({len(layers)}), got {len(gains_list)}")
+    out = {}
+    for (key, layer), gain in zip(layers.items(), gains_list):
+        w = layer["weight"]
+        new = {"weight": orthogonal(generator, tuple(w.shape), gain, w.dtype)}
+        if "bias" in layer:
+            b = layer["bias"]
+            new["bias"] = namespace_of(b).full(tuple(b.shape), float(bias_const), dtype=b.dtype, device=device_of(b))
+        out[key] = new
+    return out[""] if single else out
 
 
 def linear_params(

@@ -54,6 +54,7 @@ class ReplayBuffer:
         self._keys: list[tuple] = []  # nested keys of the leaves, in the first batch's order (empty: unallocated)
         self._storage: list[Any] = []  # one array [capacity, *shape] per key
         self._dict_sizes: list = []  # (path of a nested dict, its number of entries)
+        self._signature: list = []  # (dtype, trailing shape) of each storage array
         self._pos = 0  # next row to write
         self._size = 0
 
@@ -71,6 +72,7 @@ class ReplayBuffer:
         self._keys = keys
         self._storage = [namespace_of(x).zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=device_of(x))
                          for x in leaves]
+        self._signature = [(s.dtype, s.shape[1:]) for s in self._storage]  # what every later leaf must match
         # the size of every nested dict, so that an extra key is caught without walking the batch
         self._dict_sizes = [(p, len(_data.get(batch, p)) if p else len(batch))
                             for p in {k[:i] for k in keys for i in range(len(k))}]
@@ -112,17 +114,20 @@ class ReplayBuffer:
         if not isinstance(batch, Mapping):
             raise TypeError(f"batch: expected a nested dict of arrays, got {type(batch).__name__}")
         try:
-            leaves = [_at(batch, k) for k in self._keys]
+            leaves = [batch[k[0]] if len(k) == 1 else _at(batch, k) for k in self._keys]
             sizes_ok = all(len(_at(batch, p)) == size for p, size in self._dict_sizes)
         except (KeyError, TypeError, IndexError):
             raise self._structure_error(batch) from None
         if not sizes_ok:
             raise self._structure_error(batch)
-        n = leaves[0].shape[0] if hasattr(leaves[0], "shape") and len(leaves[0].shape) else -1
-        for x, s in zip(leaves, self._storage):
-            if (getattr(x, "dtype", None) != s.dtype or getattr(x, "shape", ())[1:] != s.shape[1:]
-                    or x.shape[0] != n):
-                return leaves, self._check_leaves(self._keys, leaves, self._storage)  # raises, naming the key
+        try:
+            n = leaves[0].shape[0]
+            ok = all(x.dtype == dtype and x.shape[1:] == trailing and x.shape[0] == n
+                     for x, (dtype, trailing) in zip(leaves, self._signature))
+        except (AttributeError, IndexError, TypeError):
+            ok = False
+        if not ok:
+            return leaves, self._check_leaves(self._keys, leaves, self._storage)  # raises, naming the key
         return leaves, n
 
     def extend(self, batch: Mapping) -> None:

@@ -20,22 +20,23 @@ The algorithm, in CleanRL's order, ``num_iterations = total_timesteps // (num_en
 Loss scaling: CleanRL's ``loss = pg_loss - ent_coef H + vf_coef * 0.5 * mean(max(sq, sq_clipped))``; arrayrl's
 ``l2`` critic loss has no 1/2, so ``critic_coeff = 0.5 * vf_coef`` gives the same total.
 
-Networks (CleanRL's ``Agent``): actor ``obs -> 64 -> 64 -> logits`` and critic ``obs -> 64 -> 64 -> 1``, tanh.
-CleanRL initialises them orthogonally (gain sqrt(2), 0.01 for the actor's last layer, 1 for the critic's; zero
-biases); arrayrl has no orthogonal initialiser, so the networks keep arrayrl's default (torch's ``nn.Linear``)
-initialisation.
+Networks (CleanRL's ``Agent``): actor ``obs -> 64 -> 64 -> logits`` and critic ``obs -> 64 -> 64 -> 1``, tanh,
+initialised as CleanRL's ``layer_init`` (:func:`arrayrl.nn.orthogonal_layers`): orthogonal weights
+(``torch.nn.init.orthogonal_``'s distribution) with gain ``sqrt(2)`` for the hidden layers, ``0.01`` for the actor's
+last layer and ``1.0`` for the critic's, zero biases (the critic is drawn first, as CleanRL builds it first).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
 from .. import Generator
 from .._backend import namespace_of
 from ..distributions import Categorical
-from ..nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator
+from ..nn import MLP, KeyedModule, ProbabilisticActor, ValueOperator, orthogonal_layers
 from ..objectives import ClipPPOLoss
 from ..optim import Adam, clip_grad_norm
 from ..value import GAE
@@ -103,6 +104,19 @@ def _stack_time(steps: list, xp: Any) -> dict:
     return out
 
 
+def make_agent(opts: Options, n_obs: int, n_actions: int, xp: Any, device: Any = None) -> tuple[MLP, MLP]:
+    """CleanRL's ``Agent``: ``(actor_net, critic_net)``, ``obs -> hidden... -> n_actions`` and ``-> 1``, tanh,
+    float32, with CleanRL's ``layer_init`` (orthogonal; gain sqrt(2) hidden, 1.0 critic head, 0.01 actor head; zero
+    biases), drawn from ``Generator(opts.seed)`` (critic first, as CleanRL builds it first)."""
+    gen = Generator(opts.seed, xp=xp, device=device)
+    nets = [MLP(in_features=n_obs, out_features=n_out, num_cells=list(opts.hidden_sizes), activation_class="tanh",
+                generator=gen, xp=xp, dtype=xp.float32, device=device) for n_out in (n_actions, 1)]
+    hidden_gains = [math.sqrt(2.0)] * len(opts.hidden_sizes)
+    for net, head_gain in zip(nets[::-1], (1.0, 0.01)):  # critic, then actor
+        net.params = orthogonal_layers(gen, net.params, hidden_gains + [head_gain])
+    return nets[0], nets[1]
+
+
 def train(opts: Options) -> Summary:
     """Run the recipe; returns the :class:`~arrayrl.recipes.logging.Summary` (also printed)."""
     return run_on_backend(opts, _train)
@@ -119,12 +133,8 @@ def _train(opts: Options, xp: Any, device: Any) -> Summary:
     n_obs = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)
 
-    # categorical actor and state-value critic, clipped PPO loss, GAE, Adam
-    gen = Generator(opts.seed, xp=xp, device=device)
-    actor_net = MLP(in_features=n_obs, out_features=n_actions, num_cells=list(opts.hidden_sizes),
-                    activation_class="tanh", generator=gen, xp=xp, dtype=xp.float32, device=device)
-    critic_net = MLP(in_features=n_obs, out_features=1, num_cells=list(opts.hidden_sizes), activation_class="tanh",
-                     generator=gen, xp=xp, dtype=xp.float32, device=device)
+    # categorical actor and state-value critic (CleanRL's Agent), clipped PPO loss, GAE, Adam
+    actor_net, critic_net = make_agent(opts, n_obs, n_actions, xp, device)
     actor = ProbabilisticActor(KeyedModule(actor_net, in_keys=["observation"], out_keys=["logits"]),
                                in_keys=["logits"], distribution_class=Categorical, return_log_prob=True,
                                default_interaction_type="random")

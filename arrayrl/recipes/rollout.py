@@ -121,8 +121,9 @@ class VectorRollout:
         action = action if isinstance(action, np.ndarray) else to_numpy(action)
         next_obs, reward, terminated, truncated, info = self.envs.step(action)
         done = terminated | truncated
+        any_done = bool(done.any())
         real_next = next_obs
-        if self.mode == "same_step" and done.any():
+        if any_done and self.mode == "same_step":
             real_next = next_obs.copy()
             for i in np.flatnonzero(info["_final_obs"]):
                 real_next[i] = info["final_obs"][i]
@@ -131,9 +132,9 @@ class VectorRollout:
             "action": action,
             "next": {
                 "observation": real_next,
-                "reward": reward.astype(self.reward_dtype)[:, None],
-                "done": done[:, None],
-                "terminated": terminated[:, None],
+                "reward": reward.astype(self.reward_dtype).reshape(-1, 1),
+                "done": done.reshape(-1, 1),
+                "terminated": terminated.reshape(-1, 1),
             },
         }
         valid = None
@@ -142,7 +143,7 @@ class VectorRollout:
                 valid = ~self._autoreset
                 batch = _select_rows(batch, valid)
             self._autoreset = done
-        episodes = self._bookkeeping(reward, done, valid)
+        episodes = self._bookkeeping(reward, done, valid, any_done)
         self._obs, self._obs_x = next_obs, None
         if batch["observation"].shape[0] == 0:
             return StepResult(None, episodes, info)
@@ -150,14 +151,14 @@ class VectorRollout:
             batch = _map(self._to_backend, batch)
         return StepResult(batch, episodes, info)
 
-    def _bookkeeping(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray | None) -> list:
+    def _bookkeeping(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray | None, any_done: bool) -> list:
         if valid is None:
             self._return += reward
             self._length += 1
         else:
             self._return += np.where(valid, reward, 0.0)
             self._length += valid
-        if not done.any():
+        if not any_done:
             return []
         ended = np.flatnonzero(done)
         episodes = [(float(self._return[i]), int(self._length[i])) for i in ended]

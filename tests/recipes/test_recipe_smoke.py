@@ -69,3 +69,20 @@ def test_registered_with_cleanrl_defaults():
     assert (td3.learning_rate, td3.tau, td3.batch_size, td3.policy_noise, td3.exploration_noise,
             td3.learning_starts, td3.policy_frequency, td3.noise_clip, td3.hidden_sizes) == \
         (3e-4, 0.005, 256, 0.2, 0.1, 25_000, 2, 0.5, (256, 256))
+
+
+def test_ppo_agent_has_cleanrl_orthogonal_init():
+    """CleanRL's Agent: every weight orthogonal (W W^T or W^T W = gain^2 I) with gain sqrt(2) for the hidden layers,
+    0.01 for the actor head and 1.0 for the critic head; zero biases; float32."""
+    import numpy as np
+
+    ppo = get_recipe("ppo-cartpole")
+    actor_net, critic_net = ppo.make_agent(ppo.Options(), 4, 2, np)
+    for net, head in ((actor_net, 0.01), (critic_net, 1.0)):
+        layers = list(net.params.values())
+        assert [tuple(p["weight"].shape) for p in layers] == [(64, 4), (64, 64), (net.out_features, 64)]
+        for layer, gain in zip(layers, [math.sqrt(2), math.sqrt(2), head]):
+            w = layer["weight"].astype(np.float64)
+            assert layer["weight"].dtype == np.float32 and not layer["bias"].any()
+            gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+            np.testing.assert_allclose(gram, gain**2 * np.eye(min(w.shape)), atol=1e-5)
