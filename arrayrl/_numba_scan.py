@@ -29,8 +29,9 @@ Layouts (no transpose copy is ever made): every array ``[*B, T, *F]`` (time axis
 ``[L, T, M]`` with ``L = prod(B)``, ``M = prod(F)`` (a C-contiguous reshape; non-contiguous inputs are copied once).
 
 * ``M < _COLS_MIN_M`` (batch-major, TorchRL's ``[B, T, 1]``): the ``L * M`` lanes are scanned in blocks of
-  ``_BLOCK = 4`` lanes, one register accumulator each, so four independent recurrences overlap their latency
-  (the last block repeats its last lane rather than branching).
+  ``_BLOCK = 4`` lanes, one register accumulator each, so four independent recurrences overlap their latency;
+  the ``L * M mod 4`` lanes after the last full block (all of them for a single trajectory) run one lane alone
+  (a repeated lane would quadruple the work at ``(1, T)``: measured 3x slower there).
 * otherwise (time-major, e.g. ``[T, B]``): for each ``l`` and each chunk of ``_CHUNK`` columns the time loop runs
   outside and a contiguous (SIMD) loop over the columns inside, with the accumulators in an L1-sized buffer.
 
@@ -42,8 +43,10 @@ the second core idle, 4-5x *slower* when it was busy; the time-major kernel has 
 
 Kernels are compiled lazily on first use, per dtype (float32, float64) and per argument kind (scalar or per-step
 coefficients), with ``cache=True`` (on-disk cache in ``__pycache__``; a cold compile of everything is about 30 s
-of CPU, a cached load well under a second). The cost of a call on small inputs is the Python wrapper and numba's
-argument unboxing (about 20-30 us).
+of CPU, a cached load well under a second). Each estimator has one compiled entry point taking plain arrays (numba
+unboxes arrays in C; a namedtuple argument cost about 7 us more per call) that bundles them inside the compiled
+code and branches to the driver :func:`_kind` chose. The cost of a call on small inputs is the Python wrapper
+and the unboxing (about 10-15 us on an idle core).
 
 Switches: ``ARRAYRL_DISABLE_NUMBA=1`` in the environment, or :func:`set_enabled(False) <set_enabled>` / the
 :func:`generic_path` context manager, force the generic path.
@@ -138,7 +141,7 @@ def try_reverse_scan(x: Any, c: Any, axis: int = -1, *, parallel: bool | None = 
         return None
     (x3, c3), _, shape, L, T, M = lay
     out = _pool.empty((L, T, M), x3.dtype)
-    _run(_Scan(x3, c3), (out,), L, T, M, parallel)
+    _kernels()["scan"](_kind(L, T, M, parallel), x3, c3, out, L, T, M)
     return out.reshape(shape)
 
 
@@ -150,7 +153,7 @@ def try_forward_scan(g: Any, c: Any, axis: int = -1, *, parallel: bool | None = 
         return None
     (g3, c3), _, shape, L, T, M = lay
     out = _pool.empty((L, T, M), g3.dtype)
-    _run(_Adjoint(g3, c3), (out,), L, T, M, parallel)
+    _kernels()["adjoint"](_kind(L, T, M, parallel), g3, c3, out, L, T, M)
     return out.reshape(shape)
 
 
@@ -172,7 +175,7 @@ def try_gae(gamma: Any, lmbda: Any, state_value: Any, next_state_value: Any, rew
     g, gl = coefs
     adv = _pool.empty((L, T, M), v.dtype)
     target = _pool.empty((L, T, M), v.dtype)
-    _run(_Gae(g, gl, v, nv, r, d, tm), (adv, target), L, T, M, parallel)
+    _kernels()["gae"](_kind(L, T, M, parallel), g, gl, v, nv, r, d, tm, adv, target, L, T, M)
     return adv.reshape(shape), target.reshape(shape)
 
 
@@ -192,7 +195,7 @@ def try_td_lambda(gamma: Any, lmbda: Any, next_state_value: Any, reward: Any, do
     (nv, r), (d, tm), shape, L, T, M = lay
     g, gl, oml = coefs
     out = _pool.empty((L, T, M), r.dtype)
-    _run(_TdLambda(g, gl, oml, nv, r, d, tm), (out,), L, T, M, parallel)
+    _kernels()["td_lambda"](_kind(L, T, M, parallel), g, gl, oml, nv, r, d, tm, out, L, T, M)
     return out.reshape(shape)
 
 
@@ -203,26 +206,35 @@ def _view3(a: np.ndarray, L: int, T: int, M: int) -> np.ndarray:
     """A C-contiguous writeable ``[L, T, M]`` view of ``a`` (the kernels never write it). Non-contiguous or
     read-only inputs are copied once: numba compiles read-only arrays to code about 20 times slower (measured),
     and one variant per dtype keeps the compile time down."""
-    v = np.ascontiguousarray(a) if a.flags.writeable else np.array(a, order="C")
-    return v.reshape(L, T, M)
+    flags = a.flags
+    if not (flags.c_contiguous and flags.writeable):
+        a = np.array(a, order="C")
+    return a.reshape(L, T, M)
 
 
 def _layout(floats: tuple, flags: tuple, axis: int) -> Any:
-    """``(floats3, flags3, shape, L, T, M)`` or ``None``: the arrays as ``[L, T, M]`` views, if the path applies."""
+    """``(floats3, flags3, shape, L, T, M)`` or ``None``: the arrays as ``[L, T, M]`` views, if the path applies
+    (plain ``numpy.ndarray`` inputs of one shape, floats of one dtype float32/float64, bool flags, a valid axis).
+
+    When it applies, these are exactly the checks of the generic code's argument validation, which then passes."""
     x = floats[0]
-    if type(x) is not np.ndarray or x.dtype not in _FLOATS or not available():
+    if type(x) is not np.ndarray or not available():
         return None
-    shape = x.shape
-    for a in floats[1:] + flags:
-        if type(a) is not np.ndarray or a.shape != shape:
+    shape, dt = x.shape, x.dtype
+    if dt not in _FLOATS or x.size == 0:
+        return None
+    for a in floats:
+        if type(a) is not np.ndarray or a.shape != shape or a.dtype != dt:
             return None
-    if any(a.dtype != x.dtype for a in floats[1:]) or any(a.dtype != _BOOL for a in flags):
+    for a in flags:
+        if type(a) is not np.ndarray or a.shape != shape or a.dtype != _BOOL:
+            return None
+    nd = len(shape)
+    if type(axis) is not int and (isinstance(axis, bool) or not isinstance(axis, np.integer)):
         return None
-    if x.ndim == 0 or x.size == 0 or isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    if not -nd <= axis < nd:
         return None
-    if not -x.ndim <= axis < x.ndim:
-        return None
-    ax = int(axis) % x.ndim
+    ax = int(axis) % nd
     L, T, M = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:])
     return (tuple(_view3(a, L, T, M) for a in floats), tuple(_view3(a, L, T, M) for a in flags), shape, L, T, M)
 
@@ -237,6 +249,8 @@ def _coefs(gamma: Any, lmbda: Any, lay: tuple, oml: bool) -> Any:
     """
     floats, _, shape, L, T, M = lay
     dt = floats[0].dtype
+    if type(gamma) is float and type(lmbda) is float:  # the common case
+        return (dt.type(gamma), dt.type(gamma * lmbda)) + ((dt.type(1.0 - lmbda),) if oml else ())
     for v in (gamma, lmbda):
         if not (isinstance(v, float) or (type(v) is np.ndarray and v.dtype == dt and v.shape in ((), shape))):
             return None
@@ -249,17 +263,12 @@ def _coefs(gamma: Any, lmbda: Any, lay: tuple, oml: bool) -> Any:
 # -------------------------------------------------------------------------------------------------------- driver
 
 
-def _run(a: tuple, o: tuple, L: int, T: int, M: int, parallel: bool | None) -> None:
-    """Pick the layout kernel and the threading, then run it (writes ``o``)."""
-    k = _kernels()
-    n = L * T * M
-    par = parallel if parallel is not None else n >= _PAR_MIN_ELEMS
+def _kind(L: int, T: int, M: int, parallel: bool | None) -> int:
+    """The driver for an ``[L, T, M]`` problem: 0 lanes, 1 lanes threaded, 2 columns, 3 columns threaded."""
+    par = parallel if parallel is not None else L * T * M >= _PAR_MIN_ELEMS
     if M < _COLS_MIN_M:
-        nblk = -(-(L * M) // _BLOCK)
-        (k["lanes_par"] if par and nblk > 1 else k["lanes"])(a, o, L * M, T, M)
-    else:
-        nitems = L * -(-M // _CHUNK)
-        (k["cols_par"] if par and nitems > 1 else k["cols"])(a, o, L, T, M)
+        return 1 if par and L * M >= 2 * _BLOCK else 0
+    return 3 if par and L * -(-M // _CHUNK) > 1 else 2
 
 
 def _kernels() -> dict:
@@ -279,12 +288,13 @@ def _at(a, l, t, m):
 
 
 def _xc(a, l, t, m, T):
-    """``(x, c)`` of step ``t``: the scanned term and the coefficient of the previous accumulator."""
+    """``(x, c, e)`` of step ``t``: the scanned term, the coefficient of the previous accumulator, and what the
+    step's output needs besides the accumulator (GAE: ``V_t``, loaded once, before any store)."""
     raise NotImplementedError
 
 
-def _emit(a, o, l, t, m, y):
-    """Write the outputs of step ``t`` from the accumulator ``y``."""
+def _emit(o, l, t, m, y, e):
+    """Write the outputs of step ``t`` from the accumulator ``y`` and ``e`` of :func:`_xc`."""
     raise NotImplementedError
 
 
@@ -309,30 +319,41 @@ def _step(x, c, acc, s):
     return x + (z if (c == z) | (s == 0) else c * acc)  # `|`, not `or`: a select, no branch (SIMD)
 
 
-def _lanes_block(a, o, b, N, T, M):
-    """Lanes ``4b .. 4b+3`` (clamped to ``N - 1``; lane ``n`` is ``(l, m) = divmod(n, M)``), one register each."""
-    n0 = _BLOCK * b
-    n1, n2, n3 = min(n0 + 1, N - 1), min(n0 + 2, N - 1), min(n0 + 3, N - 1)
+def _lanes_block(a, o, n0, T, M):
+    """Lanes ``n0 .. n0+3`` (lane ``n`` is ``(l, m) = divmod(n, M)``), one register accumulator each: four
+    independent recurrences overlap their latency. Every input of a step is loaded before its outputs are stored."""
     l0, m0 = n0 // M, n0 % M
-    l1, m1 = n1 // M, n1 % M
-    l2, m2 = n2 // M, n2 % M
-    l3, m3 = n3 // M, n3 % M
+    l1, m1 = (n0 + 1) // M, (n0 + 1) % M
+    l2, m2 = (n0 + 2) // M, (n0 + 2) % M
+    l3, m3 = (n0 + 3) // M, (n0 + 3) % M
     rev = _reverse(a)
     y0 = y1 = y2 = y3 = _zero(o[0][l0, 0, m0])
     for s in range(T):
         t = T - 1 - s if rev else s
-        x, c = _xc(a, l0, t, m0, T)
-        y0 = _step(x, c, y0, s)
-        x, c = _xc(a, l1, t, m1, T)
-        y1 = _step(x, c, y1, s)
-        x, c = _xc(a, l2, t, m2, T)
-        y2 = _step(x, c, y2, s)
-        x, c = _xc(a, l3, t, m3, T)
-        y3 = _step(x, c, y3, s)
-        _emit(a, o, l0, t, m0, y0)
-        _emit(a, o, l1, t, m1, y1)
-        _emit(a, o, l2, t, m2, y2)
-        _emit(a, o, l3, t, m3, y3)
+        x0, c0, e0 = _xc(a, l0, t, m0, T)
+        x1, c1, e1 = _xc(a, l1, t, m1, T)
+        x2, c2, e2 = _xc(a, l2, t, m2, T)
+        x3, c3, e3 = _xc(a, l3, t, m3, T)
+        y0 = _step(x0, c0, y0, s)
+        y1 = _step(x1, c1, y1, s)
+        y2 = _step(x2, c2, y2, s)
+        y3 = _step(x3, c3, y3, s)
+        _emit(o, l0, t, m0, y0, e0)
+        _emit(o, l1, t, m1, y1, e1)
+        _emit(o, l2, t, m2, y2, e2)
+        _emit(o, l3, t, m3, y3, e3)
+
+
+def _lane_one(a, o, n, T, M):
+    """Lane ``n`` alone (the lanes after the last full block; the whole work when ``L * M == 1``)."""
+    l, m = n // M, n % M
+    rev = _reverse(a)
+    y = _zero(o[0][l, 0, m])
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        x, c, e = _xc(a, l, t, m, T)
+        y = _step(x, c, y, s)
+        _emit(o, l, t, m, y, e)
 
 
 def _cols_item(a, o, i, T, M):
@@ -345,20 +366,26 @@ def _cols_item(a, o, i, T, M):
     for s in range(T):
         t = T - 1 - s if rev else s
         for m in range(m0, m1):
-            x, c = _xc(a, l, t, m, T)
+            x, c, e = _xc(a, l, t, m, T)
             y = _step(x, c, acc[m - m0], s)
             acc[m - m0] = y
-            _emit(a, o, l, t, m, y)
+            _emit(o, l, t, m, y, e)
 
 
 def _lanes(a, o, N, T, M):
-    for b in range((N + _BLOCK - 1) // _BLOCK):
-        _lanes_block(a, o, b, N, T, M)
+    nb = N // _BLOCK
+    for b in range(nb):
+        _lanes_block(a, o, _BLOCK * b, T, M)
+    for n in range(_BLOCK * nb, N):
+        _lane_one(a, o, n, T, M)
 
 
 def _lanes_par(a, o, N, T, M):
-    for b in _prange((N + _BLOCK - 1) // _BLOCK):
-        _lanes_block(a, o, b, N, T, M)
+    nb = N // _BLOCK
+    for b in _prange(nb):
+        _lanes_block(a, o, _BLOCK * b, T, M)
+    for n in range(_BLOCK * nb, N):
+        _lane_one(a, o, n, T, M)
 
 
 def _cols(a, o, L, T, M):
@@ -374,26 +401,60 @@ def _cols_par(a, o, L, T, M):
 _prange = range  # numba.prange once compiled
 
 
+def _drive(kind, a, o, L, T, M):
+    """Run the driver ``kind`` (see :func:`_kind`) on the bundle ``a``, writing ``o``."""
+    if kind == 0:
+        _lanes(a, o, L * M, T, M)
+    elif kind == 1:
+        _lanes_par(a, o, L * M, T, M)
+    elif kind == 2:
+        _cols(a, o, L, T, M)
+    else:
+        _cols_par(a, o, L, T, M)
+
+
+# ---- entry points: plain array arguments (numba unboxes arrays in C; a namedtuple argument costs ~7 us more per
+# call), bundled inside the compiled code
+
+
+def _scan_entry(kind, x, c, out, L, T, M):
+    _drive(kind, _Scan(x, c), (out,), L, T, M)
+
+
+def _adjoint_entry(kind, g, c, out, L, T, M):
+    _drive(kind, _Adjoint(g, c), (out,), L, T, M)
+
+
+def _gae_entry(kind, g, gl, v, nv, r, d, tm, adv, target, L, T, M):
+    _drive(kind, _Gae(g, gl, v, nv, r, d, tm), (adv, target), L, T, M)
+
+
+def _td_lambda_entry(kind, g, gl, oml, nv, r, d, tm, out, L, T, M):
+    _drive(kind, _TdLambda(g, gl, oml, nv, r, d, tm), (out,), L, T, M)
+
+
 # ---- estimator steps (selected by the bundle's class in the _xc/_emit/_reverse overloads)
 
 
 def _scan_xc(a, l, t, m, T):
-    return a.x[l, t, m], a.c[l, t, m]
+    x = a.x[l, t, m]
+    return x, a.c[l, t, m], x  # e unused
 
 
 def _adjoint_xc(a, l, t, m, T):
-    return a.g[l, t, m], a.c[l, max(t - 1, 0), m]  # c at t = 0 is never used (first step)
+    g = a.g[l, t, m]
+    return g, a.c[l, max(t - 1, 0), m], g  # c at t = 0 is never used (first step); e unused
 
 
 # every operand is loaded unconditionally and then selected, so that LLVM can vectorize the column loop
 
 
 def _gae_xc(a, l, t, m, T):
-    r, nv, gl = a.r[l, t, m], a.nv[l, t, m], _at(a.gl, l, t, m)
+    r, nv, gl, v = a.r[l, t, m], a.nv[l, t, m], _at(a.gl, l, t, m), a.v[l, t, m]
     z = _zero(r)
     vstar = z if a.tm[l, t, m] else nv
-    x = r + _at(a.g, l, t, m) * vstar - a.v[l, t, m]
-    return x, (z if a.d[l, t, m] else gl)
+    x = r + _at(a.g, l, t, m) * vstar - v
+    return x, (z if a.d[l, t, m] else gl), v
 
 
 def _td_lambda_xc(a, l, t, m, T):
@@ -403,21 +464,22 @@ def _td_lambda_xc(a, l, t, m, T):
     vstar = z if a.tm[l, t, m] else nv
     w = _one(z) if d | (t == T - 1) else oml
     x = r + _at(a.g, l, t, m) * vstar * w
-    return x, (z if d else gl)
+    return x, (z if d else gl), x  # e unused
 
 
-def _emit1(a, o, l, t, m, y):
+def _emit1(o, l, t, m, y, e):
     o[0][l, t, m] = y
 
 
-def _emit_gae(a, o, l, t, m, y):
+def _emit_gae(o, l, t, m, y, e):
     o[0][l, t, m] = y
-    o[1][l, t, m] = y + a.v[l, t, m]
+    o[1][l, t, m] = y + e
 
 
 _STEPS = {_Scan: ("_scan_xc", "_emit1", True), _Adjoint: ("_adjoint_xc", "_emit1", False),
           _Gae: ("_gae_xc", "_emit_gae", True), _TdLambda: ("_td_lambda_xc", "_emit1", True)}
-_DRIVERS = ("_lanes_block", "_cols_item", "_lanes", "_lanes_par", "_cols", "_cols_par")
+_DRIVERS = ("_lanes_block", "_lane_one", "_cols_item", "_lanes", "_lanes_par", "_cols", "_cols_par", "_drive")
+_ENTRIES = ("_scan_entry", "_adjoint_entry", "_gae_entry", "_td_lambda_entry")
 
 
 def _compile() -> dict:
@@ -436,9 +498,10 @@ def _compile() -> dict:
         return lambda a, l, t, m, T: fn(a, l, t, m, T)
 
     @overload(_emit)
-    def _ov_emit(a, o, l, t, m, y):
-        fn = g[_STEPS[a.instance_class][1]]
-        return lambda a, o, l, t, m, y: fn(a, o, l, t, m, y)
+    def _ov_emit(o, l, t, m, y, e):
+        # the emitter is chosen by the number of outputs (GAE writes two)
+        fn = g["_emit_gae" if len(o.types) == 2 else "_emit1"]
+        return lambda o, l, t, m, y, e: fn(o, l, t, m, y, e)
 
     @overload(_reverse)
     def _ov_reverse(a):
@@ -464,7 +527,8 @@ def _compile() -> dict:
     g["_prange"] = numba.prange
     for name in ("_step", "_scan_xc", "_adjoint_xc", "_gae_xc", "_td_lambda_xc", "_emit1", "_emit_gae"):
         g[name] = numba.njit(cache=True)(g[name])
-    for name in _DRIVERS:
+    for name in _DRIVERS + _ENTRIES:
         par = name.endswith("_par")
         g[name] = numba.njit(cache=True, parallel=par, error_model="numpy", boundscheck=False)(g[name])
-    return {"lanes": g["_lanes"], "lanes_par": g["_lanes_par"], "cols": g["_cols"], "cols_par": g["_cols_par"]}
+    return {"scan": g["_scan_entry"], "adjoint": g["_adjoint_entry"], "gae": g["_gae_entry"],
+            "td_lambda": g["_td_lambda_entry"]}

@@ -256,6 +256,15 @@ def _default_terminated(done: Any, terminated: Any) -> Any:
     return done if terminated is None else terminated
 
 
+def _plain(gamma: Any, lmbda: Any, time_dim: Any) -> bool:
+    """The lean check of the compiled fast path: Python-float hyper-parameters in ``[0, 1]`` and an ``int`` time
+    axis. The kernel dispatch then checks the arrays (plain NumPy arrays of one shape, floats of one dtype
+    float32/float64, bool flags, ``time_dim`` in range) and returns ``None`` unless all pass: exactly the checks of
+    :func:`_prepare` and :func:`_coef` for such inputs, so the full validation is skipped only where it passes."""
+    return (type(gamma) is float and type(lmbda) is float and type(time_dim) is int and 0.0 <= gamma <= 1.0
+            and 0.0 <= lmbda <= 1.0)
+
+
 # -------------------------------------------------------------------------------------------------------- TD(0)
 
 
@@ -430,25 +439,30 @@ def td_lambda_return_estimate(
         ``G``, same shape and dtype as ``reward``.
     """
     terminated = _default_terminated(done, terminated)
+    if rolling_gamma is not False and _plain(gamma, lmbda, time_dim):  # NumPy + numba: checks in the dispatch
+        fused = _numba_scan.try_td_lambda(gamma, lmbda, next_state_value, reward, done, terminated, time_dim)
+        if fused is not None:
+            return fused
     ctx = _prepare(
         {"next_state_value": next_state_value, "reward": reward}, {"done": done, "terminated": terminated}, time_dim
     )
     xp = ctx.xp
     g = _coef(ctx, gamma, "gamma")
     lm = _coef(ctx, lmbda, "lmbda")
-    vstar = _masked(ctx, terminated, next_state_value)
-    ends = xp.logical_or(done, ctx.last_step())
     if rolling_gamma is False:
         if _is_scalar(g) and _is_scalar(lm):
             raise ValueError(
                 "rolling_gamma=False is expected only with time-sensitive (per-step) gamma or lambda values"
             )
-        return _non_rolling_return(ctx, g, lm, vstar, reward, done, ends)
+        vstar = _masked(ctx, terminated, next_state_value)
+        return _non_rolling_return(ctx, g, lm, vstar, reward, done, xp.logical_or(done, ctx.last_step()))
     fused = _numba_scan.try_td_lambda(g, lm, next_state_value, reward, done, terminated, ctx.time_axis)
     if fused is None:
         fused = _cupy_kernels.dispatch("td_lambda", g, lm, next_state_value, reward, done, terminated, ctx.time_axis)
-    if fused is not None:  # NumPy + numba: the fused TD(lambda) pass
+    if fused is not None:  # NumPy + numba (array coefficients) or CuPy: the fused TD(lambda) pass
         return fused
+    vstar = _masked(ctx, terminated, next_state_value)
+    ends = xp.logical_or(done, ctx.last_step())
     w = xp.where(ends, ctx.one, _const(ctx, 1.0 - lm))
     x = reward + g * vstar * w
     c = xp.where(done, ctx.zero, _const(ctx, g * lm))
@@ -542,6 +556,10 @@ def generalized_advantage_estimate(
         ``(advantage, value_target)``, each of the inputs' shape and dtype.
     """
     terminated = _default_terminated(done, terminated)
+    if _plain(gamma, lmbda, time_dim):  # NumPy + numba: the array checks are in the dispatch
+        fused = _numba_scan.try_gae(gamma, lmbda, state_value, next_state_value, reward, done, terminated, time_dim)
+        if fused is not None:
+            return fused
     ctx = _prepare(
         {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
         {"done": done, "terminated": terminated},
@@ -553,7 +571,7 @@ def generalized_advantage_estimate(
     if fused is None:
         fused = _cupy_kernels.dispatch("gae", g, lm, state_value, next_state_value, reward, done, terminated,
                                        ctx.time_axis)
-    if fused is not None:  # NumPy + numba: delta, scan and target in one compiled pass
+    if fused is not None:  # NumPy + numba (array coefficients) or CuPy: delta, scan and target in one pass
         return fused
     delta = reward + g * _masked(ctx, terminated, next_state_value) - state_value
     c = ctx.xp.where(done, ctx.zero, _const(ctx, g * lm))

@@ -281,3 +281,63 @@ def test_numba_is_imported_lazily():
     env.pop("ARRAYRL_DISABLE_NUMBA", None)
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=os.path.dirname(os.path.dirname(
         os.path.dirname(os.path.abspath(__file__)))))
+
+
+BAD_CALLS = {  # (what is wrong, keyword overrides of a valid call) -> the generic path's error must be raised
+    "gamma above 1": {"gamma": 1.5},
+    "lmbda NaN": {"lmbda": float("nan")},
+    "gamma bool": {"gamma": True},
+    "time_dim numpy int": {"time_dim": np.int64(1)},
+    "time_dim bool": {"time_dim": True},
+    "time_dim out of range": {"time_dim": 3},
+    "float16 values": {"dtype": np.float16},
+    "done not bool": {"done": np.zeros((3, 6, 1), np.int8)},
+    "shape mismatch": {"reward": np.zeros((3, 5, 1), np.float32)},
+    "mixed dtypes": {"reward": np.zeros((3, 6, 1), np.float64)},
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_CALLS))
+@pytest.mark.parametrize("estimator", ["gae", "td_lambda"])
+def test_functional_fast_path_keeps_every_error(what, estimator):
+    """The functions' lean fast path (Python-float hyper-parameters, the kernel's own array checks) never accepts
+    an input that the full validation rejects: each bad call raises the generic path's error, message included."""
+    kw = {"gamma": 0.99, "lmbda": 0.95, "time_dim": 1, "dtype": np.float32, "done": None, "reward": None}
+    kw.update(BAD_CALLS[what])
+    rng = np.random.default_rng(0)
+    v, nv, r = (rng.normal(size=(3, 6, 1)).astype(kw["dtype"]) for _ in range(3))
+    r = r if kw["reward"] is None else kw["reward"]
+    d = rng.random((3, 6, 1)) < 0.2 if kw["done"] is None else kw["done"]
+
+    def call():
+        if estimator == "gae":
+            return F.generalized_advantage_estimate(kw["gamma"], kw["lmbda"], v, nv, r, d, time_dim=kw["time_dim"])
+        return F.td_lambda_return_estimate(kw["gamma"], kw["lmbda"], nv, r, d, time_dim=kw["time_dim"])
+
+    with K.generic_path():
+        with pytest.raises((TypeError, ValueError)) as generic:
+            call()
+    with pytest.raises(type(generic.value)) as fast:
+        call()
+    assert str(fast.value) == str(generic.value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_functional_fast_path_matches_generic(dtype):
+    """The public functions on plain float arguments (the fast path) equal the generic path bit for bit at T <= 4
+    (the generic scan is then the sequential loop) and within the scan tolerance at T = 50."""
+    rng = np.random.default_rng(5)
+    for shape in [(5, 4, 2), (3, 50, 1)]:
+        v, nv, r = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+        d = rng.random(shape) < 0.2
+        tm = d & (rng.random(shape) < 0.5)
+        adv, target = F.generalized_advantage_estimate(0.99, 0.95, v, nv, r, d, tm, time_dim=1)
+        ret = F.td_lambda_return_estimate(0.99, 0.95, nv, r, d, tm, time_dim=1)
+        with K.generic_path():
+            gadv, gtarget = F.generalized_advantage_estimate(0.99, 0.95, v, nv, r, d, tm, time_dim=1)
+            gret = F.td_lambda_return_estimate(0.99, 0.95, nv, r, d, tm, time_dim=1)
+        assert adv.dtype == target.dtype == ret.dtype == dtype
+        if shape[1] <= 4:
+            assert np.array_equal(adv, gadv) and np.array_equal(target, gtarget) and np.array_equal(ret, gret)
+        for ours, gen in ((adv, gadv), (target, gtarget), (ret, gret)):
+            close(ours, gen, dtype, shape[1])
