@@ -4,8 +4,9 @@
 
 * ``progress.csv``: one row per finished episode, ``step,wall_time,episodic_return`` (line-buffered, so a run that
   is stopped keeps what it logged);
-* ``learning_curve.png`` (at :meth:`RunLogger.close`): the returns, their 100-episode running mean, and the
-  reference result (CleanRL's published final return) as a dashed line;
+* ``learning_curve.png`` (at :meth:`RunLogger.close`): the returns, their running mean over the reference's
+  ``window`` episodes (100, CleanRL's metric; 10 for the 200-step Pendulum episodes of a 20k-step run), and the
+  reference result (CleanRL's published final return, or the issue's target) as a dashed line;
 
 and prints progress: a rich progress bar (steps/s, last episode return, loss) when stdout is a terminal, otherwise a
 plain line every 10% of the run, flushed at once (CI logs, pipes). :meth:`RunLogger.close` prints one summary line
@@ -31,11 +32,13 @@ CSV_HEADER = ("step", "wall_time", "episodic_return")
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """A published result to compare with, e.g. CleanRL's ``dqn.py`` on CartPole-v1: 488.69 +- 16.11."""
+    """A published result to compare with, e.g. CleanRL's ``dqn.py`` on CartPole-v1: 488.69 +- 16.11, and how a run
+    is measured against it: the mean return of its last ``window`` episodes."""
 
     value: float
     std: float | None = None
     label: str = "reference"
+    window: int = 100
 
 
 @dataclasses.dataclass
@@ -47,9 +50,10 @@ class Summary:
     wall_time: float
     steps_per_s: float
     episodes: int
-    last100_mean_return: float  # mean return of the last 100 episodes (fewer if fewer ended; nan if none)
+    final_mean_return: float  # mean return of the last `window` episodes (fewer if fewer ended; nan if none)
     losses: list  # the logged loss values, in order
     out_dir: str
+    window: int = 100
 
     @property
     def losses_finite(self) -> bool:
@@ -57,7 +61,8 @@ class Summary:
 
     def line(self) -> str:
         return (f"{self.recipe}: {self.steps} steps in {self.wall_time:.1f} s ({self.steps_per_s:.0f} steps/s), "
-                f"last-100-episode mean return {self.last100_mean_return:.2f} ({self.episodes} episodes) -> {self.out_dir}")
+                f"last-{self.window}-episode mean return {self.final_mean_return:.2f} ({self.episodes} episodes) -> "
+                f"{self.out_dir}")
 
 
 def running_mean(values: Sequence[float], window: int = 100) -> np.ndarray:
@@ -114,6 +119,7 @@ class RunLogger:
         self.recipe = recipe
         self.total_steps = int(total_steps)
         self.reference = reference
+        self.window = reference.window if reference is not None else 100
         self.stream = sys.stdout if stream is None else stream
         self.rich = (self.stream.isatty() if hasattr(self.stream, "isatty") else False) if progress is None else progress
         os.makedirs(out_dir, exist_ok=True)
@@ -153,9 +159,9 @@ class RunLogger:
 
     def _status(self, step: int) -> str:
         sps = step / max(self.wall_time, 1e-9)
-        ret = f"{np.mean(self.returns[-100:]):.1f}" if self.returns else "-"
+        ret = f"{np.mean(self.returns[-self.window:]):.1f}" if self.returns else "-"
         loss = f"{self.losses[-1]:.4g}" if self.losses else "-"
-        return f"{sps:.0f} steps/s, return(last 100) {ret}, loss {loss}"
+        return f"{sps:.0f} steps/s, return(last {self.window}) {ret}, loss {loss}"
 
     def progress(self, step: int) -> None:
         """Update the display if due (``step`` = environment steps done)."""
@@ -175,9 +181,10 @@ class RunLogger:
             self._bar.stop()
         self._file.close()
         title = f"{self.recipe}: {steps} steps"
-        plot_learning_curve(self.steps, self.returns, self.png_path, title=title, reference=self.reference)
-        last = float(np.mean(self.returns[-100:])) if self.returns else float("nan")
+        plot_learning_curve(self.steps, self.returns, self.png_path, title=title, reference=self.reference,
+                            window=self.window)
+        last = float(np.mean(self.returns[-self.window:])) if self.returns else float("nan")
         summary = Summary(self.recipe, int(steps), wall, steps / max(wall, 1e-9), len(self.returns), last,
-                          list(self.losses), self.out_dir)
+                          list(self.losses), self.out_dir, self.window)
         print(summary.line(), file=self.stream, flush=True)
         return summary

@@ -17,7 +17,7 @@ pytest.importorskip("gymnasium")
 pytest.importorskip("matplotlib")
 
 from arrayrl.recipes import cli, get_recipe  # noqa: E402
-from arrayrl.recipes.logging import RunLogger, running_mean  # noqa: E402
+from arrayrl.recipes.logging import Reference, RunLogger, running_mean  # noqa: E402
 
 SMOKE = ["--total-steps", "400", "--set", "learning_starts=100", "--set", "train_frequency=2",
          "--set", "loss_log_frequency=10", "--set", "target_network_frequency=50", "--no-progress"]
@@ -47,7 +47,7 @@ def test_dqn_cartpole_smoke(backend, tmp_path):
     summary = recipe.train(opts)
     # 150 gradient steps (101..399, every 2), a loss logged every 10 env steps from step 110
     assert len(summary.losses) == 29 and summary.losses_finite
-    assert summary.steps == 400 and summary.episodes > 5 and math.isfinite(summary.last100_mean_return)
+    assert summary.steps == 400 and summary.episodes > 5 and math.isfinite(summary.final_mean_return)
     _check_outputs(str(tmp_path))
 
 
@@ -106,7 +106,7 @@ def test_logger_plain_lines_and_running_mean(tmp_path):
     summary = log.close(100)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11 and lines[0].startswith("r: step 10/100")
-    assert summary.episodes == 4 and summary.last100_mean_return == pytest.approx(62.5) and summary.losses == [0.5]
+    assert summary.episodes == 4 and summary.final_mean_return == pytest.approx(62.5) and summary.losses == [0.5]
     np.testing.assert_allclose(running_mean([1, 2, 3, 4], window=2), [1, 1.5, 2.5, 3.5])
 
 
@@ -119,3 +119,18 @@ def test_arrayrl_train_command(tmp_path, capsys):
     assert (tmp_path / "learning_curve.png").stat().st_size > 0
     assert "dqn-cartpole" in capsys.readouterr().out
     assert main(["train", "no-such-recipe"]) == 2
+
+
+def test_logger_measures_over_the_reference_window(tmp_path):
+    """A reference with ``window=2`` (Pendulum's recipes use 10) measures the run over its last 2 episodes: the
+    summary value, the summary line and the progress lines (returns 10, 20, 30, 40 -> mean of 30 and 40 = 35)."""
+    stream = io.StringIO()
+    log = RunLogger(str(tmp_path), recipe="r", total_steps=40, stream=stream,
+                    reference=Reference(-200.0, None, "target", window=2))
+    for step in range(10, 41, 10):
+        log.episode(step, float(step))
+        log.progress(step)
+    summary = log.close(40)
+    assert summary.window == 2 and summary.final_mean_return == pytest.approx(35.0)
+    assert "last-2-episode mean return 35.00" in stream.getvalue().splitlines()[-1]
+    assert "return(last 2) 35.0" in stream.getvalue()
