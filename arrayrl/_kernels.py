@@ -175,9 +175,35 @@ NUMPY_KERNELS = {"take_along_axis": lambda x, indices, /, *, axis=-1: take_along
                  "reshape": lambda x, /, shape, *, copy=None: x.reshape(shape) if copy is None else _np.reshape(x, shape, copy=copy)}
 
 
+_SHORT_AXIS = 64  # the pairwise maximum below beats np.max over a last axis up to about this length
+
+
+def _np_max_last(x: Any) -> Any:
+    """``np.max(x, axis=-1, keepdims=True)`` for a NumPy ``x`` whose last axis has ``2..64`` entries: pairwise
+    ``np.maximum`` of the two halves (the odd column folded into the first), ``ceil(log2 K)`` whole-array calls.
+
+    ``np.max`` over a short last axis runs its reduction loop once per row (~4.5x slower than a sum on
+    ``[256, 4, 16]``); the maximum is exact in any order and NaN propagates through ``np.maximum``, so the values
+    are the same."""
+    m = x
+    k = m.shape[-1]
+    while k > 1:
+        h = k // 2
+        top = _np.maximum(m[..., :h], m[..., h:2 * h])
+        if k % 2:
+            _np.maximum(top[..., :1], m[..., 2 * h:], out=top[..., :1])
+        m, k = top, h
+    return m
+
+
 def _finite_max(xp: Any, x: Any, axis: Any) -> Any:
-    """``max(x, axis, keepdims=True)`` with infinite maxima replaced by 0 (so ``x - m`` never is ``inf - inf``)."""
-    m = xp.max(x, axis=axis, keepdims=True)
+    """``max(x, axis, keepdims=True)`` with infinite maxima replaced by 0 (so ``x - m`` never is ``inf - inf``).
+
+    NumPy accelerator: a short last axis (the logits of a softmax) takes :func:`_np_max_last` (same values)."""
+    if type(x) is _np.ndarray and x.ndim and (axis == -1 or axis == x.ndim - 1) and 2 <= x.shape[-1] <= _SHORT_AXIS:
+        m = _np_max_last(x)
+    else:
+        m = xp.max(x, axis=axis, keepdims=True)
     return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
 
 
@@ -220,10 +246,22 @@ def softplus(x: Any, beta: float = 1.0, threshold: float | None = None) -> Any:
 
 
 def sigmoid(x: Any) -> Any:
-    """``1 / (1 + exp(-x))`` without overflow: ``e = exp(-|x|)``, ``1/(1+e)`` for ``x >= 0``, ``e/(1+e)`` else."""
+    """``1 / (1 + exp(-x))`` without overflow: ``e = exp(-|x|)``, ``1/(1+e)`` for ``x >= 0``, ``e/(1+e)`` else.
+
+    Branch-free (no ``where``, whose NumPy loop branches per element: 5x slower on ``[256, 128]``): the numerator
+    is ``max(e, [x >= 0])`` (``e <= 1``: it is 1 for ``x >= 0`` and ``e`` otherwise), so the values are exactly
+    those of the two branches; NaN propagates. NumPy: the same steps in place on two buffers."""
+    if type(x) is _np.ndarray and x.dtype.kind == "f":
+        e = _np.abs(x)
+        _np.negative(e, out=e)
+        _np.exp(e, out=e)
+        num = _np.greater_equal(x, 0).astype(x.dtype)
+        _np.maximum(e, num, out=num)
+        e += 1.0
+        return _np.divide(num, e, out=num)
     xp = namespace_of(x)
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return xp.maximum(e, xp.astype(x >= 0, e.dtype)) / (1.0 + e)
 
 
 def relu(x: Any) -> Any:

@@ -57,9 +57,14 @@ def has(batch: Mapping, key: NestedKey) -> bool:
 def get_or(batch: Mapping, key: NestedKey, default: Any = None) -> Any:
     node: Any = batch
     for k in unravel_key(key):
-        if not isinstance(node, Mapping) or k not in node:
+        if type(node) is dict:  # the common case: a plain dict (no ABC isinstance check)
+            node = node.get(k, _MISSING)
+            if node is _MISSING:
+                return default
+        elif isinstance(node, Mapping) and k in node:
+            node = node[k]
+        else:
             return default
-        node = node[k]
     return node
 
 

@@ -79,8 +79,19 @@ def _sg(x: Any) -> Any:
     return stop_gradient(x) if is_taped(x) else x
 
 
+# id(namespace) -> (namespace, its raw namespace): a lookup instead of ``getattr(xp, "_arrayrl_base", xp)``, which on
+# the NumPy module goes through NumPy's module ``__getattr__`` and raises an AttributeError every call
+_RAW_XP: dict[int, tuple] = {}
+
+
 def _raw_xp(xp: Any) -> Any:
-    return getattr(xp, "_arrayrl_base", xp)
+    """The raw namespace under ``xp`` (``xp`` itself for a raw one; the base of a taped namespace)."""
+    hit = _RAW_XP.get(id(xp))
+    if hit is not None and hit[0] is xp:
+        return hit[1]
+    raw = getattr(xp, "_arrayrl_base", xp)
+    _RAW_XP[id(xp)] = (xp, raw)  # (the namespace is kept alive: its id cannot be reused)
+    return raw
 
 
 def _resolution(xp: Any, dtype: Any) -> float:

@@ -22,6 +22,7 @@ function                         value                                      VJP 
 ``reverse_discounted_scan``      ``y_t = x_t + c_t y_{t+1}``                forward scan, see below
 ``linear(x, w, b, activation)``  ``act(x @ w.mT + b)``                      ``gz = act'(g)``: ``gz @ w``,
                                                                             ``gz.mT @ x``, ``sum_rows(gz)``
+``mlp(x, layers, activations)``  ``linear`` stacked, one node              ``linear``'s, last layer first
 ================================ ========================================== =================================
 """
 
@@ -33,11 +34,11 @@ import operator
 
 import numpy as _np
 
-from . import _cupy_kernels, _kernels, _pool
+from . import _cupy_kernels, _kernels, _numba_scan, _pool
 from ._scan import reverse_discounted_scan_raw
 from .autodiff.core import Tensor, defvjp, defvjp_joint, primitive, sum_to_shape
 from .autodiff.core import _raw_mul as _mul, _raw_sub as _sub  # operators; large NumPy results pooled (_pool)
-from .autodiff.tuning import _ND, blas_call
+from .autodiff.tuning import _ND, blas_call, serial_below
 from .autodiff.tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "smooth_l1",
     "reverse_discounted_scan",
     "linear",
+    "mlp",
 ]
 
 
@@ -136,7 +138,8 @@ def _along(ax: int, sl: slice) -> tuple:
 
 
 def _scan_adjoint(xp, g, c, axis):
-    """``gx_0 = g_0``, ``gx_t = g_t + c_{t-1} gx_{t-1}``: the reverse kernel run on flipped arrays.
+    """``gx_0 = g_0``, ``gx_t = g_t + c_{t-1} gx_{t-1}``: a compiled forward scan (CuPy, or NumPy with numba), else
+    the reverse kernel run on flipped arrays.
 
     With ``u_s = gx_{T-1-s}``: ``u_s = g_{T-1-s} + c_{T-2-s} u_{s+1}``, i.e. a reverse scan of ``flip(g)`` with
     discounts ``flip(c)`` shifted by one (the last discount is never used; it is set to 0).
@@ -146,6 +149,8 @@ def _scan_adjoint(xp, g, c, axis):
     if T == 0:
         return g
     fused = _cupy_kernels.dispatch("forward_scan", g, c, ax)  # CuPy: one forward-scan kernel (None elsewhere)
+    if fused is None:  # raw NumPy + numba: the compiled forward scan, no flips (None: not applicable)
+        fused = _numba_scan.try_forward_scan(g, c, ax)
     if fused is not None:
         return fused
     cf = xp.flip(c, axis=ax)
@@ -197,29 +202,32 @@ def _ones_rows(xp, g):
     return _kernels.ones_vector(xp, g.shape[-2], g)
 
 
-def _linear_vjp(xp, g, ans, needs, x, weight, bias, activation):
-    """Cotangents of ``(x, weight, bias)`` for ``y = act(z)``, ``z = x @ weight.mT + bias``, sharing ``gz``."""
+def _linear_vjp(xp, g, ans, needs, x, weight, bias, activation, mm=_mm):
+    """Cotangents of ``(x, weight, bias)`` for ``y = act(z)``, ``z = x @ weight.mT + bias``, sharing ``gz``.
+
+    ``mm(xp, a, b)``: the product (default: under the BLAS thread policy; :func:`_mlp_vjp` passes the plain pooled
+    product when it has set the policy once for the whole stack)."""
     if activation == "relu":
         g = _kernels.zero_where(_le(ans, 0), g)  # as relu's VJP: 0 where z <= 0 (ans == 0), g elsewhere (NaN passes)
     elif activation == "tanh":
         g = _mul(g, _sub(1.0, _mul(ans, ans)))
     gx = gw = gb = None
     if 0 in needs:
-        gx = _mm(xp, g, weight)
+        gx = mm(xp, g, weight)
         if gx.ndim != x.ndim:  # an input shared by the members of an ensemble: summed over them
             gx = sum_to_shape(xp, gx, tuple(x.shape))
     if weight.ndim == 2:  # x [*B, in], g [*B, out]: flatten the batch
         g2 = g if g.ndim == 2 else xp.reshape(g, (-1, weight.shape[0]))
         if 1 in needs:
             x2 = x if x.ndim == 2 else xp.reshape(x, (-1, weight.shape[1]))
-            gw = _mm(xp, g2.mT, x2)
+            gw = mm(xp, g2.mT, x2)
         if 2 in needs:
-            gb = _mm(xp, _ones_rows(xp, g2), g2)  # BLAS row sum (NumPy's float32 sum over axis 0 is ~10x slower)
+            gb = mm(xp, _ones_rows(xp, g2), g2)  # BLAS row sum (NumPy's float32 sum over axis 0 is ~10x slower)
     else:  # ensemble: weight [N, out, in], x [M, in] or [N, M, in], g [N, M, out]
         if 1 in needs:
-            gw = _mm(xp, g.mT, x)
+            gw = mm(xp, g.mT, x)
         if 2 in needs:
-            gb = _mm(xp, _ones_rows(xp, g), g)
+            gb = mm(xp, _ones_rows(xp, g), g)
     return gx, gw, gb
 
 
@@ -237,6 +245,40 @@ def _linear_raw(x: Any, weight: Any, bias: Any = None, activation: str | None = 
 
 _linear = primitive(_linear_raw, name="linear")
 defvjp_joint(_linear, _linear_vjp)
+
+
+#: raw NumPy products of fewer multiply-adds than this (``rows x in x out``) take :func:`linear`'s lean path:
+#: OpenBLAS runs them on one thread by itself (its gemm/gemv threading thresholds are 262144 and 9216 for
+#: ``m n k`` and ``m n``), so the BLAS thread policy has nothing to do there
+LEAN_WORK = 8192
+
+_matmul_np, _add_np, _maximum_np, _tanh_np = _np.matmul, _np.add, _np.maximum, _np.tanh
+
+
+def _lean_linear(x: Any, weight: Any, bias: Any, activation: str | None) -> Any:
+    """:func:`arrayrl._kernels.linear` for small 2-D raw NumPy operands of one dtype, in the fewest Python calls:
+    ``y = x @ weight.T``, then the bias and the activation in place (the same ufuncs, so the same values)."""
+    y = _matmul_np(x, weight.T)
+    if bias is not None:
+        _add_np(y, bias, out=y)
+    if activation == "relu":
+        _maximum_np(y, 0.0, out=y)  # NaN propagates, as relu's zero_where(y <= 0, y)
+    elif activation == "tanh":
+        _tanh_np(y, out=y)
+    return y
+
+
+def _is_lean(x: Any, weight: Any, bias: Any) -> bool:
+    """Raw NumPy ``x [M, in]``, ``weight [out, in]``, ``bias [out]`` or None, one dtype, under :data:`LEAN_WORK`."""
+    return (
+        type(x) is _ND
+        and type(weight) is _ND
+        and x.ndim == 2
+        and weight.ndim == 2
+        and x.shape[0] * weight.size < LEAN_WORK
+        and x.dtype is weight.dtype
+        and (bias is None or (type(bias) is _ND and bias.dtype is weight.dtype))
+    )
 
 
 def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
@@ -257,4 +299,149 @@ def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None)
     """
     if activation not in _kernels.LINEAR_ACTIVATIONS:
         raise ValueError(f"activation: expected one of {_kernels.LINEAR_ACTIVATIONS}, got {activation!r}")
+    if _is_lean(x, weight, bias):  # acting at small batch: no tape, no thread policy (see LEAN_WORK)
+        return _lean_linear(x, weight, bias, activation)
     return _linear(x, weight, bias, activation)
+
+
+# ------------------------------------------------------------------------------------------ a stack of dense layers
+
+
+def _mlp_raw(activations: tuple, saved: list, x: Any, *weights_biases: Any) -> Any:
+    """``h_l = act_l(h_{l-1} @ w_l.mT + b_l)`` for ``l = 0..L-1`` (``h_{-1} = x``); ``weights_biases`` is
+    ``w_0, b_0, w_1, b_1, ...`` (a bias may be None). The layer outputs ``h_0..h_{L-1}`` are appended to ``saved``
+    (for the VJP).
+
+    NumPy: when every layer's product is below the BLAS policy's threshold, the whole stack runs inside ONE
+    :func:`blas_call` (one thread switch instead of one per layer) on :func:`arrayrl._kernels.linear` (small
+    layers on :func:`linear`'s lean path); otherwise each layer as raw :func:`linear`."""
+    if _stack_work(x, weights_biases) < serial_below():
+        return blas_call(0, _mlp_serial, activations, saved, x, weights_biases)
+    h = x
+    for i, act in enumerate(activations):
+        h = _linear_raw(h, weights_biases[2 * i], weights_biases[2 * i + 1], act)
+        saved.append(h)
+    return h
+
+
+def _stack_work(x: Any, weights_biases: tuple) -> int:
+    """The largest product of the stack in multiply-adds per matrix (rows x in x out), as :func:`_linear_raw`
+    counts it; the threshold itself (never serial as a whole) for non-NumPy operands."""
+    if type(x) is not _ND:
+        return serial_below()
+    rows = x.shape[-2] if x.ndim == 3 else (x.size // x.shape[-1] if x.shape[-1] else 0)
+    work = 0
+    for w in weights_biases[::2]:
+        if type(w) is not _ND:
+            return serial_below()
+        work = max(work, rows * w.shape[-1] * w.shape[-2])
+    return work
+
+
+def _mlp_serial(activations: tuple, saved: list, x: Any, weights_biases: tuple) -> Any:
+    """The layers of :func:`_mlp_raw` on NumPy, the BLAS threads already set (no policy per product)."""
+    h = x
+    for i, act in enumerate(activations):
+        w, b = weights_biases[2 * i], weights_biases[2 * i + 1]
+        h = _lean_linear(h, w, b, act) if _is_lean(h, w, b) else _kernels.linear(h, w, b, act)
+        saved.append(h)
+    return h
+
+
+def _mlp_taped(activations: tuple, x: Any, weights_biases: tuple) -> list:
+    """The layer outputs of :func:`_mlp_raw` recorded on the tape, one :func:`linear` node per layer."""
+    saved, h = [], x
+    for i, act in enumerate(activations):
+        h = _linear(h, weights_biases[2 * i], weights_biases[2 * i + 1], act)
+        saved.append(h)
+    return saved
+
+
+def _mlp_vjp(xp, g, ans, needs, activations, saved, x, *weights_biases):
+    """Cotangents of ``(x, w_0, b_0, ...)`` (argnums 2, 3, 4, ...) of :func:`_mlp_raw`: the layers' joint VJPs
+    (:func:`_linear_vjp`: ``gz_l = g_l act_l'(h_l)`` from the saved output ``h_l``, then ``g_{l-1} = gz_l @ w_l``,
+    ``gw_l = gz_l.mT @ h_{l-1}``, ``gb_l = sum_rows(gz_l)``) from the last layer to the first; the first layer's
+    ``gx`` only when ``x`` needs one (not for a constant input).
+
+    NumPy: the products run inside one :func:`blas_call` when all are below the policy's threshold (the backward
+    products have the forward's sizes). On taped cotangents (``create_graph``) the layer outputs are recomputed on
+    the tape from the node's taped arguments, so that the cotangents are differentiable again (second order)."""
+    if isinstance(g, Tensor):
+        return _mlp_backward(xp, g, needs, activations, _mlp_taped(activations, x, weights_biases), x,
+                             weights_biases, _mm)
+    if type(g) is _ND and _stack_work(x, weights_biases) < serial_below():
+        return blas_call(0, _mlp_backward, xp, g, needs, activations, saved, x, weights_biases, _pooled_mm)
+    return _mlp_backward(xp, g, needs, activations, saved, x, weights_biases, _mm)
+
+
+def _pooled_mm(xp, a, b):
+    """``a @ b`` of NumPy arrays into a pooled buffer, on the BLAS threads already set (:func:`_mlp_vjp`)."""
+    return _pool.matmul(a, b)
+
+
+def _mlp_backward(xp, g, needs, activations, saved, x, weights_biases, mm):
+    """The body of :func:`_mlp_vjp` (``saved``: the layer outputs; ``mm``: the product)."""
+    out: list = [None] * (3 + len(weights_biases))
+    for i in range(len(activations) - 1, -1, -1):
+        wi = 3 + 2 * i
+        layer_needs = (0,) if i or 2 in needs else ()
+        if wi in needs:
+            layer_needs += (1,)
+        if wi + 1 in needs:
+            layer_needs += (2,)
+        g, out[wi], out[wi + 1] = _linear_vjp(xp, g, saved[i], layer_needs, x if i == 0 else saved[i - 1],
+                                              weights_biases[wi - 3], weights_biases[wi - 2], activations[i], mm)
+    out[2] = g
+    return out
+
+
+_mlp = primitive(_mlp_raw, name="mlp")
+defvjp_joint(_mlp, _mlp_vjp)
+
+
+def _all_numpy(arrays: Any) -> bool:
+    """Every entry is a NumPy array, raw or as the value of a Tensor, or None (a bias left out)."""
+    for a in arrays:
+        t = type(a)
+        if t is not _ND and a is not None and not (t is Tensor and type(a.value) is _ND):
+            return False
+    return True
+
+
+_CHECKED_ACTIVATIONS: set = set()  # activation tuples already validated by mlp (a hashable tuple is checked once)
+
+
+def mlp(x: Any, layers: Any, activations: Any) -> Any:
+    """A stack of dense layers ``h_l = act_l(h_{l-1} @ w_l.mT + b_l)`` (``h_{-1} = x``), raw or taped.
+
+    NumPy operands (raw or taped) run as ONE primitive: taped ones record one node for the whole stack, whose VJP
+    runs the layers' VJPs (those of :func:`linear`) from the last layer to the first with the activation
+    derivatives taken from the saved layer outputs and no cotangent for a constant input; raw ones run the layers
+    directly (small ones on :func:`linear`'s lean path). Other backends record one :func:`linear` node per layer
+    (the generic path; the same values). Second order (``create_graph``) works on both: the fused node's rule
+    recomputes the layer outputs on the tape.
+
+    Args:
+        x: ``[M, in]`` (with ensemble weights: ``[M, in]`` shared by the members, or ``[N, M, in]``).
+        layers: ``[(weight, bias), ...]``: ``weight [out, in]`` (``[N, out, in]``), ``bias [out]`` (``[N, out]``)
+            or None.
+        activations: one of ``None``, ``"relu"``, ``"tanh"`` per layer.
+
+    Returns:
+        The last layer's output, ``[M, out]`` (``[N, M, out]``).
+    """
+    if len(activations) != len(layers):
+        raise ValueError(f"activations: expected one per layer ({len(layers)}), got {len(activations)}")
+    acts = tuple(activations)
+    if acts not in _CHECKED_ACTIVATIONS:
+        for act in acts:
+            if act not in _kernels.LINEAR_ACTIVATIONS:
+                raise ValueError(f"activations: expected entries in {_kernels.LINEAR_ACTIVATIONS}, got {act!r}")
+        _CHECKED_ACTIVATIONS.add(acts)
+    flat = [a for wb in layers for a in wb]
+    if _all_numpy(flat) and _all_numpy((x,)):
+        return _mlp(acts, [], x, *flat)  # raw: the layers run directly; taped: one node
+    h = x
+    for (w, b), act in zip(layers, activations):
+        h = _linear(h, w, b, act)
+    return h

@@ -49,6 +49,8 @@ def _index(value: Any, name: str, minimum: int = 0) -> int:
 
 def _shape(shape: Any, name: str = "shape") -> tuple:
     """A shape as a tuple of non-negative Python ints (an integer means a 1-D shape)."""
+    if type(shape) is tuple and all(type(s) is int and s >= 0 for s in shape):  # the common case, already clean
+        return shape
     try:
         return (_index(shape, name),)
     except TypeError:

@@ -4,7 +4,8 @@
 256 x 64 @ 64 x 64, and its worker threads busy-wait between calls. On a machine whose cores are shared (other
 processes, torch's thread pool, data loaders) they then collapse: one DQN update (batch 256, MLP 4-64-64-2) took
 7 ms with the default threads and 0.65 ms single-threaded. So every NumPy matrix product that arrayrl itself
-issues (the fused :func:`arrayrl.ops.linear` and its VJP, the taped namespace's ``matmul`` and ``@``, the matmul
+issues (the fused :func:`arrayrl.ops.linear` and its VJP, :func:`arrayrl.ops.mlp` with one switch for the whole
+stack when every layer is below the threshold, the taped namespace's ``matmul`` and ``@``, the matmul
 VJPs, the BLAS row sums of :func:`~arrayrl.autodiff.sum_to_shape`) goes through :func:`blas_call`: a product of
 fewer than :data:`SERIAL_BELOW` multiply-adds per matrix (``m * k * n``) runs with OpenBLAS set to one thread,
 and the caller's thread count is restored right after. Larger products keep the process's setting (they amortise
@@ -66,6 +67,7 @@ __all__ = [
     "blas_call",
     "matmul",
     "np_matmul",
+    "serial_below",
     "SERIAL_BELOW",
 ]
 
@@ -254,6 +256,13 @@ def blas_call(work: int, fn: Callable, *args: Any) -> Any:
         return fn(*args)
     finally:
         set_(cur)
+
+
+def serial_below() -> int:
+    """The threshold in effect: :func:`blas_call` runs a product of fewer multiply-adds single-threaded (0 when the
+    policy is ``"off"``). A caller that issues several products in one :func:`blas_call` (the fused MLP of
+    :func:`arrayrl.ops.mlp`) compares their largest work against it."""
+    return _serial_below
 
 
 _ND = _np.ndarray

@@ -371,6 +371,10 @@ class MLP(_Layer):
     ``mlp(a, b)`` concatenates them along the last axis (as TorchRL); a tuple ``out_features`` reshapes the output
     to ``[*B, *out_features]``.
 
+    With ``"relu"`` or ``"tanh"`` (no options) the whole stack runs as one :func:`arrayrl.ops.mlp` primitive: on
+    NumPy one tape node with a joint VJP (values and gradients those of the per-layer path; tests/nn/test_fused_mlp.py);
+    other activations run layer by layer (relu/tanh layers still fused into their :func:`arrayrl.ops.linear`).
+
     Args:
         in_features: input size (required: arrayrl has no lazy layers).
         out_features: an int or a shape (tuple).
@@ -441,6 +445,11 @@ class MLP(_Layer):
             activated = (not last) or self.activate_last_layer
             self.layers.append((str(index), a, b, self.bias_last_layer if last else True, activated))
             index += 2 if activated else 1
+        # every activation fusable: the whole stack runs as one ops.mlp primitive (one tape node on NumPy), with
+        # each layer's fused activation name (None for the last layer when it is not activated)
+        fused = iter(self._fused)
+        stack_acts = tuple(next(fused) if activated else None for *_, activated in self.layers)
+        self._stack_acts = None if None in self._fused else stack_acts
         self._keys = tuple(key for key, *_ in self.layers)
         self._keyset = frozenset(self._keys)
         self._wheres = tuple(_format_path("params", (key,)) for key in self._keys)  # error-message paths
@@ -475,6 +484,9 @@ class MLP(_Layer):
         # the namespace is only needed to reshape; the layers take the namespace of their arrays
         xp = namespace_of(x) if x.ndim != (3 if n is not None and stacked_input else 2) else None
         h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
+        if self._stack_acts is not None:
+            h = ops.mlp(h, [(params[key]["weight"], params[key].get("bias")) for key in self._keys], self._stack_acts)
+            return _restore_batch(h, xp, n, batch, self._out_shape)
         j = 0
         for key, _, _, _, activated in self.layers:
             layer = params[key]

@@ -63,7 +63,15 @@ def _same_layout(new: Any, old: Any) -> bool:
     if isinstance(old, dict):
         if not isinstance(new, dict) or new.keys() != old.keys():
             return False
-        return all(_same_layout(new[k], v) for k, v in old.items())
+        for k, v in old.items():  # (a loop, not all(generator): this runs for every node of every update)
+            b = new[k]
+            if type(b) is type(v) and b.__class__ is not dict and getattr(b, "shape", None) is not None:
+                # a leaf of the same array type: compare in place (no recursion)
+                if b.shape != v.shape or (b.dtype is not v.dtype and b.dtype != v.dtype):
+                    return False
+            elif not _same_layout(b, v):
+                return False
+        return True
     if isinstance(old, (list, tuple)):
         return (type(new) is type(old) and len(new) == len(old)
                 and all(_same_layout(a, b) for a, b in zip(new, old)))
