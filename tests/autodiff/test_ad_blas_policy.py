@@ -115,7 +115,8 @@ def test_threshold_counts_one_matrix_of_the_stack(two_threads, spy, monkeypatch)
     ops.linear(np.ones((5, 7, 3), np.float32), np.ones((2, 3), np.float32))  # rows 35, in 3, out 2
     ops.linear(np.ones((6, 3), np.float32), np.ones((4, 2, 3), np.float32))  # shared x: 6 x 3 x 2 per member
     ops.linear(np.ones((4, 6, 3), np.float32), np.ones((4, 2, 3), np.float32))  # per member 6 x 3 x 2
-    ops.linear(np.ones((6, 0), np.float32), np.ones((2, 0), np.float32))  # empty inner dimension
+    # empty inner dimension (batched: a 2-D product this small takes ops.linear's lean raw path, no blas_call)
+    ops.linear(np.ones((1, 6, 0), np.float32), np.ones((2, 0), np.float32))
     tuning.np_matmul(np.ones((3, 4, 5)), np.ones((5, 2)))
     tuning.np_matmul(np.ones(5), np.ones((5, 2)))
     tuning.np_matmul(np.ones((4, 5)), np.ones(5))
