@@ -116,11 +116,23 @@ def _zeros_like(p: Any) -> Any:
     return _namespace(p).zeros_like(p)
 
 
-def _lerp(start: Any, end: Any, weight: float) -> Any:
-    """``torch.lerp`` rounding: ``start + w (end - start)`` for ``w < 0.5``, ``end - (end - start)(1 - w)`` else."""
+def _lerp(start: Any, end: Any, weight: float, *, same_layout: bool = False) -> Any:
+    """``torch.lerp`` rounding: ``start + w (end - start)`` for ``w < 0.5``, ``end - (end - start)(1 - w)`` else.
+
+    ``same_layout=True`` (``start`` and ``end`` of one shape and dtype, as an optimiser's state and gradient): the
+    same operations, in place on the one temporary ``end - start`` (the inputs are never written).
+    """
+    if not same_layout:
+        if weight < 0.5:
+            return start + weight * (end - start)
+        return end - (end - start) * (1.0 - weight)
+    d = end - start
     if weight < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * (1.0 - weight)
+        d *= weight
+        d += start
+        return d
+    d *= 1.0 - weight
+    return end - d
 
 
 class Optimizer:
@@ -276,14 +288,21 @@ class Adam(Optimizer):
                     p = p * (1 - lr * wd)
                 else:
                     g = g + wd * p
-            m = _lerp(m, g, 1 - beta1)
-            v = v * beta2 + (1 - beta2) * (g * g)
+            # torch's operations in torch's order; the in-place operators act only on arrays created here (the
+            # inputs are never written), which saves the temporaries of each expression without changing a bit
+            m = _lerp(m, g, 1 - beta1, same_layout=True)
+            gg = g * g
+            gg *= 1 - beta2
+            v = v * beta2
+            v += gg
             if self.amsgrad:
                 vmax = xp.maximum(vmax, v)
-                denom = xp.sqrt(vmax) / bias_correction2_sqrt + eps
-            else:
-                denom = xp.sqrt(v) / bias_correction2_sqrt + eps
-            out = p + (-step_size) * (m / denom)
+            denom = xp.sqrt(vmax if self.amsgrad else v)
+            denom /= bias_correction2_sqrt
+            denom += eps
+            out = m / denom
+            out *= -step_size
+            out += p
             return (_cast_like(out, p0), _cast_like(m, p0), _cast_like(v, p0),
                     _cast_like(vmax, p0) if self.amsgrad else None)
 

@@ -410,12 +410,18 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="OpenBLAS / torch threads in every run")
     p.add_argument("--csv", default=None, help="append the runs to this CSV")
+    p.add_argument("--baseline", default=None,
+                   help="also run the arrayrl recipe importing arrayrl from this source tree (impl arrayrl-baseline: "
+                        "a before/after comparison in the same rotation)")
     p.add_argument("--impl", default=None, help=argparse.SUPPRESS)  # child process
     p.add_argument("--algo", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.impl:
         return _child(args)
-    impls = ["arrayrl-numpy", "torch-cleanrl"]
+    impls = ["arrayrl-numpy", "torch-cleanrl"] + (["arrayrl-baseline"] if args.baseline else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), os.environ.get("PYTHONPATH")]))}
+    base_env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)} if args.baseline else None
     rows = []
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()},"
           f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
@@ -424,12 +430,13 @@ def main() -> None:
         steps = args.steps or steps
         ls = ls if args.learning_starts is None or ls is None else args.learning_starts
         for rep in range(args.repeats):
-            for impl in impls if rep % 2 == 0 else impls[::-1]:
+            for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:  # rotate which goes first
                 load = _load()
                 cmd = [sys.executable, __file__, "--impl", impl, "--algo", algo, "--steps", str(steps),
                        "--learning-starts", str(-1 if ls is None else ls), "--seed", str(args.seed),
                        "--threads", str(args.threads)]
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                     env=base_env if impl == "arrayrl-baseline" else env).stdout
                 res = json.loads(out.split("RESULT ", 1)[1])
                 rows.append({"algo": algo, "impl": impl, "repeat": rep, "steps": steps,
                              "learning_starts": "" if ls is None else ls, "load_before": load, **res})
@@ -442,6 +449,12 @@ def main() -> None:
               f"ratio {med['arrayrl-numpy'] / med['torch-cleanrl']:.2f}x; per CPU second: arrayrl "
               f"{cpu['arrayrl-numpy']:.0f}, torch {cpu['torch-cleanrl']:.0f}, ratio "
               f"{cpu['arrayrl-numpy'] / cpu['torch-cleanrl']:.2f}x", flush=True)
+        if args.baseline:
+            print(f"{algo}: baseline arrayrl {med['arrayrl-baseline']:.0f} steps/s (wall, ratio to torch "
+                  f"{med['arrayrl-baseline'] / med['torch-cleanrl']:.2f}x), {cpu['arrayrl-baseline']:.0f} per CPU s "
+                  f"(ratio {cpu['arrayrl-baseline'] / cpu['torch-cleanrl']:.2f}x); arrayrl / baseline "
+                  f"{med['arrayrl-numpy'] / med['arrayrl-baseline']:.2f}x wall, "
+                  f"{cpu['arrayrl-numpy'] / cpu['arrayrl-baseline']:.2f}x CPU", flush=True)
     if args.csv:
         import csv
 

@@ -29,6 +29,8 @@ Building blocks for the loss classes:
 
 * :class:`EntropyTemperature` -- ``log_alpha`` as a trainable leaf ``loss.params["log_alpha"]`` (or a constant
   with ``fixed_alpha``), ``alpha_init``, clamping, the temperature loss;
+* :class:`TermSelection` -- ``value_and_grad(batch, terms=[...])`` that skips the unrequested term groups (their
+  products, not only their backward pass; TD3 and SAC v2 declare their groups);
 * :class:`ActorCriticLoss` -- a :class:`~arrayrl.objectives.LossModule` base that registers the actor, the critic
   ensemble (stacked ``[N, ...]`` parameters, targets), the temperature and a :class:`~arrayrl.random.Generator`, and
   runs the critics on a batch with a replaced action.
@@ -66,6 +68,7 @@ __all__ = [
     "clamp_log_alpha",
     "bootstrap_target",
     "EntropyTemperature",
+    "TermSelection",
     "ActorCriticLoss",
     "ENSEMBLE_REDUCTIONS",
 ]
@@ -458,7 +461,39 @@ class TemperatureAttributes:
         return self._temp.max_log_alpha
 
 
-class ActorCriticLoss(TemperatureAttributes, LossModule):
+class TermSelection:
+    """``value_and_grad(batch, terms=[...])`` that computes only the requested terms (a mixin for loss classes).
+
+    :meth:`LossModule.value_and_grad` differentiates the sum of ``terms`` but runs the whole ``_forward``; the
+    unrequested terms' products were computed and thrown away (their backward is never run: the tape walks only
+    the ancestors of the requested terms). A loss with this mixin reads :meth:`_wants` in ``_forward`` and skips
+    the term groups that were not asked for:
+
+    * ``_TERM_GROUPS``: ``{group: (output keys...)}``; a group is computed when ``terms`` is ``None`` (every call
+      of ``forward``, and ``value_and_grad`` without ``terms``) or names one of its keys;
+    * the outputs of a skipped group are absent from the returned dict (the requested terms, their metadata and
+      the shared scalars remain); values and gradients of what is computed are those of the full call;
+    * the random draws of a skipped group are still taken, so the generator's stream (and every later call) does
+      not depend on ``terms``.
+    """
+
+    _TERM_GROUPS: dict = {}
+    _wanted_terms: frozenset | None = None
+
+    def value_and_grad(self, batch: Mapping | None = None, /, *, terms: Any = None, **kwargs: Any) -> tuple:
+        self._wanted_terms = None if terms is None else frozenset(terms)
+        try:
+            return super().value_and_grad(batch, terms=terms, **kwargs)  # type: ignore[misc]
+        finally:
+            self._wanted_terms = None
+
+    def _wants(self, group: str) -> bool:
+        """Whether the term group ``group`` (a key of ``_TERM_GROUPS``) is computed in this call."""
+        wanted = self._wanted_terms
+        return wanted is None or not wanted.isdisjoint(self._TERM_GROUPS[group])
+
+
+class ActorCriticLoss(TermSelection, TemperatureAttributes, LossModule):
     """Base of the soft actor-critic losses: an actor, a critic ensemble, an optional temperature, a generator.
 
     Subclasses call :meth:`_setup` from ``__init__`` and implement ``_forward``. Helpers:

@@ -221,6 +221,10 @@ class SACLoss(SoftActorCriticBase):
     ``log_alpha`` (a 0-d leaf, absent with ``fixed_alpha``). Outputs: ``loss_actor``, ``loss_qvalue``,
     ``loss_alpha``, ``alpha``, ``entropy`` (and ``loss_value`` for v1), scalars (``[*B]`` losses with
     ``reduction="none"``, which drops ``alpha``/``entropy`` unless ``scalar_output_mode="non_tensor"``).
+
+    SAC v2's ``value_and_grad(batch, terms=["loss_qvalue"])`` (or the actor's ``["loss_actor", "loss_alpha"]``)
+    computes only those terms (:class:`~arrayrl.objectives.actor_critic.TermSelection`; both draws are taken either
+    way); SAC v1 always computes every term.
     """
 
     @dataclasses.dataclass
@@ -239,6 +243,8 @@ class SACLoss(SoftActorCriticBase):
     default_value_estimator = "td0"
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
+    _TERM_GROUPS = {"actor": ("loss_actor", "loss_alpha", "alpha", "entropy"), "critic": ("loss_qvalue", "alpha"),
+                    "value": ("loss_value",)}
 
     def __init__(
         self,
@@ -309,8 +315,9 @@ class SACLoss(SoftActorCriticBase):
         return None  # V(s') is injected (v2: the soft value; v1: the target value network's output)
 
     # ---------------------------------------------------------------------------------------- pieces
-    def _next_soft_value(self, params: dict, batch: Mapping, alpha_like: Any = None) -> tuple:
-        """``(V(s') [*B], alpha)`` of SAC v2 (draw 1: ``a' ~ pi(.|s')``, online actor without gradient)."""
+    def _next_soft_value(self, params: dict, batch: Mapping) -> tuple:
+        """``(V(s') [*B], alpha, batch shape, pi(.|s'))`` of SAC v2 (draw 1: ``a' ~ pi(.|s')``, online actor
+        without gradient)."""
         actor = self._networks["actor_network"]
         nxt = step_mdp(batch, actor.in_keys)
         dist = self._dist(_sg_tree(params["actor_network"]), nxt)
@@ -322,7 +329,7 @@ class SACLoss(SoftActorCriticBase):
             mask = self._skip_mask(batch, batch_shape)
             action, log_prob = _zero_where(mask, action), _zero_where(mask, log_prob)
         q = self._q(self._target_tree("qvalue_network"), nxt, action)
-        return soft_state_value(q, log_prob, alpha), alpha, batch_shape
+        return soft_state_value(q, log_prob, alpha), alpha, batch_shape, dist
 
     def _actor_terms(self, params: dict, batch: Mapping, alpha: Any, weights: Any, dist: Any) -> tuple:
         """``(loss_actor, loss_alpha, entropy)`` from ``a~ ~ pi(.|s)`` (one draw from ``dist``, the online
@@ -351,11 +358,13 @@ class SACLoss(SoftActorCriticBase):
 
     # ---------------------------------------------------------------------------------------- forward
     def _forward(self, batch: Mapping, params: dict) -> dict:
+        if self._version == 2 and not (self._wants("actor") and self._wants("critic")):
+            return self._forward_v2_one_term(batch, params)
         weights = self._weights(batch)
         dist = self._dist(params["actor_network"], batch)  # the online policy at s (no draw yet)
         self._check_data_action(batch, dist)
         if self._version == 2:
-            next_value, alpha, batch_shape = self._next_soft_value(params, batch)
+            next_value, alpha, batch_shape, _ = self._next_soft_value(params, batch)
             target = self._target_value(batch, next_value, batch_shape)
             loss_qvalue, td_error = self._critic_terms(params, batch, target, weights, chunked=False)
         else:
@@ -368,6 +377,32 @@ class SACLoss(SoftActorCriticBase):
         if self._version == 1:
             out["loss_value"] = loss_value
         return out
+
+    def _forward_v2_one_term(self, batch: Mapping, params: dict) -> dict:
+        """SAC v2 with only the critic term or only the actor terms (``value_and_grad(terms=...)``).
+
+        The skipped term's draw is still taken, in the full call's order (draw 1 at ``s'``, then draw 2 at ``s``),
+        from a policy of the same batch and event shape (the one at hand: ``pi(.|s')`` for a skipped draw 2,
+        ``pi(.|s)`` for a skipped draw 1), so the generator's stream is the full call's; the computed terms equal
+        the full call's.
+        """
+        weights = self._weights(batch)
+        out: dict = {}
+        if self._wants("critic"):  # loss_qvalue (draw 1), then draw 2 skipped
+            next_value, alpha, batch_shape, next_dist = self._next_soft_value(params, batch)
+            self._check_data_action(batch, next_dist)
+            target = self._target_value(batch, next_value, batch_shape)
+            out["loss_qvalue"], td_error = self._critic_terms(params, batch, target, weights, chunked=False)
+            self._write_priority(batch, td_error)
+            self._rsample(next_dist)
+            if self.reduction != "none" or self.scalar_output_mode == "non_tensor":
+                out["alpha"] = alpha
+            return out
+        dist = self._dist(params["actor_network"], batch)  # draw 1 skipped, then the actor terms (draw 2)
+        self._check_data_action(batch, dist)
+        alpha = self._alpha(params, stop_gradient(self._rsample(dist)[1]))
+        out["loss_actor"], out["loss_alpha"], entropy = self._actor_terms(params, batch, alpha, weights, dist)
+        return self._scalars(out, alpha, entropy)
 
     def _v1_terms(self, params: dict, batch: Mapping, weights: Any, dist_online: Any) -> tuple:
         """SAC v1 critic and value terms (draw: ``a^ ~ pi_target(.|s)``)."""

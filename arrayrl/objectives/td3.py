@@ -49,9 +49,11 @@ from .. import data as _data
 from .._backend import device_of, is_array, namespace_of
 from .._checks import check_floating
 from .._validate import check_number, validation_enabled
+from ..nn.layers import Ensemble
 from ..nn.params import stack
+from ..tree import tree_map
 from ._nets import ensemble_apply, make_ensemble
-from .actor_critic import bootstrap_target, critic_ensemble_loss, ensemble_td_error, min_over_critics
+from .actor_critic import TermSelection, bootstrap_target, critic_ensemble_loss, ensemble_td_error, min_over_critics
 from .common import LossModule
 from .ddpg import _check_keyed, _sg_tree, _squeeze_last, deterministic_actor_loss
 from .utils import _steps_key, check_loss_args, check_next_value, check_transition, step_mdp, stop_gradient
@@ -201,7 +203,7 @@ def _all(xp: Any, cond: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ TD3
-class TD3Loss(LossModule):
+class TD3Loss(TermSelection, LossModule):
     """The TD3 loss (TorchRL ``TD3Loss``); formulas in the module docstring.
 
     Args:
@@ -239,6 +241,10 @@ class TD3Loss(LossModule):
     Outputs: ``loss_actor``, ``loss_qvalue`` (scalars; ``[*B]`` with ``reduction="none"``) and TorchRL's metadata
     ``pred_value`` ``[N, *B]`` (``Q_i(s, a)``), ``state_action_value_actor`` ``[N, *B]`` (``Q_i(s, mu(s))``),
     ``next_state_value`` ``[*B]`` (``min_i Q'_i(s', a')``), ``target_value`` ``[*B]`` (``y``).
+
+    ``value_and_grad(batch, terms=["loss_qvalue"])`` (or ``["loss_actor"]``) computes only that term and its
+    metadata (:class:`~arrayrl.objectives.actor_critic.TermSelection`; the noise ``z`` is drawn either way). In the
+    actor term only critic 0 is differentiated; critics ``1..N-1`` run without tape, for the metadata.
     """
 
     @dataclasses.dataclass
@@ -256,6 +262,8 @@ class TD3Loss(LossModule):
     SUPPORTED_VALUE_ESTIMATORS = ("td0", "td1", "tdlambda")
     _OUT_KEYS: tuple = ("loss_actor", "loss_qvalue", "pred_value", "state_action_value_actor", "next_state_value",
                  "target_value")
+    _TERM_GROUPS = {"actor": ("loss_actor", "state_action_value_actor"),
+                    "critic": ("loss_qvalue", "pred_value", "next_state_value", "target_value")}
     _VALUE_KEY_MAP = {"value": "state_action_value"}
     _POLICY_NETWORK = "actor_network"
 
@@ -362,11 +370,12 @@ class TD3Loss(LossModule):
             self.generator = Generator(0, xp=namespace_of(like), device=device_of(like))
         return self.generator
 
-    def _critics(self, q_params: Any, batch: Mapping) -> Any:
-        """``Q_i`` ``[N, *B]`` of every member on ``batch`` (the trailing 1 squeezed)."""
+    def _critics(self, q_params: Any, batch: Mapping, n: int | None = None) -> Any:
+        """``Q_i`` ``[N, *B]`` of every member of ``q_params`` (``n`` of them, default ``N``) on ``batch`` (the
+        trailing 1 squeezed)."""
         name = _data.key_str(self.tensor_keys.state_action_value)
         q = ensemble_apply(self._networks["qvalue_network"], q_params, batch, self.tensor_keys.state_action_value,
-                           self._n, loop=self.deactivate_vmap)
+                           self._n if n is None else n, loop=self.deactivate_vmap)
         check_floating(q, name)
         return _squeeze_last(q, f"{name} (critic output)")
 
@@ -397,19 +406,45 @@ class TD3Loss(LossModule):
                                  f"(got values between {float(xp.min(action))} and {float(xp.max(action))})")
         return action
 
+    def _critics_at_policy(self, params: dict, with_action: Mapping, others: bool) -> tuple:
+        """``(Q_sg_0(s, mu(s)) [*B] with tape through mu(s), Q_sg_i(s, mu(s)) [N, *B] without tape or None)``.
+
+        Only critic 0 enters the actor losses: it alone runs on the taped action, so the backward pass goes through
+        one critic instead of the whole ensemble. ``others``: critics ``1..N-1`` also run, on the action without
+        tape (TD3's ``state_action_value_actor`` metadata, ``[N, *B]``); else the second item is ``None``. A critic
+        whose network needs every member at once (``arrayrl.nn.Ensemble``) runs whole, on the taped action.
+        """
+        q_params = _sg_tree(params["qvalue_network"])
+        if self._n == 1 or isinstance(getattr(self._networks["qvalue_network"], "fn", None), Ensemble):
+            q = self._critics(q_params, with_action)
+            return q[0, ...], stop_gradient(q) if others else None
+        first = self._critics(tree_map(lambda x: x[:1, ...], q_params), with_action, n=1)  # [1, *B]
+        if not others:
+            return first[0, ...], None
+        key = self.tensor_keys.action
+        rest = self._critics(tree_map(lambda x: x[1:, ...], q_params),
+                             _data.with_(with_action, key, stop_gradient(_data.get(with_action, key))),
+                             n=self._n - 1)  # [N - 1, *B]
+        return first[0, ...], namespace_of(rest).concat([stop_gradient(first), rest], axis=0)
+
     def _actor_terms(self, params: dict, batch: Mapping, weights: Any) -> tuple:
         """``(loss_actor, metadata, mu(s))``: ``reduce(-Q_sg_0(s, mu(s)))``."""
         with_action, policy_action = self._policy(params["actor_network"], batch)
-        q = self._critics(_sg_tree(params["qvalue_network"]), with_action)  # [N, *B]
-        loss = self._reduce_loss(deterministic_actor_loss(q[0, ...]), batch, weights=weights)
-        return loss, {"state_action_value_actor": stop_gradient(q)}, policy_action
+        q0, q = self._critics_at_policy(params, with_action, others=True)
+        loss = self._reduce_loss(deterministic_actor_loss(q0), batch, weights=weights)
+        return loss, {"state_action_value_actor": q}, policy_action
+
+    def _smoothing_draw(self, action: Any) -> Any:
+        """The draw ``z ~ N(0, 1)`` of the data action's shape and dtype (TorchRL's ``randn_like(action)``)."""
+        z = self._draws(action).normal(tuple(action.shape), dtype=action.dtype)
+        if tuple(z.shape) != tuple(action.shape):
+            raise ValueError(f"generator: drew noise of shape {tuple(z.shape)}, expected {tuple(action.shape)}")
+        return z
 
     def _next_value(self, batch: Mapping, action: Any, low: Any, high: Any) -> Any:
         """``min_i Q'_i(s', a')`` ``[*B]`` with ``a' = clip(mu'(s') + eps, low, high)`` (one draw of ``z``)."""
         xp = namespace_of(action)
-        z = self._draws(action).normal(tuple(action.shape), dtype=action.dtype)
-        if tuple(z.shape) != tuple(action.shape):
-            raise ValueError(f"generator: drew noise of shape {tuple(z.shape)}, expected {tuple(action.shape)}")
+        z = self._smoothing_draw(action)
         scale = 1.0 if self.torchrl_compat else noise_scale(low, high)
         noise = target_policy_noise(xp.asarray(z, dtype=action.dtype), policy_noise=self.policy_noise,
                                     noise_clip=self.noise_clip, scale=scale)
@@ -422,8 +457,14 @@ class TD3Loss(LossModule):
         return stop_gradient(min_over_critics(self._critics(self._target_tree("qvalue_network"), nxt)))
 
     def _critic_terms(self, params: dict, batch: Mapping, weights: Any, policy_action: Any) -> tuple:
-        """``(loss_qvalue, metadata, td_error)`` of the critic ensemble regressed on the clipped double-Q target."""
+        """``(loss_qvalue, metadata, td_error)`` of the critic ensemble regressed on the clipped double-Q target.
+
+        ``policy_action``: ``mu(s)``, or ``None`` when the actor term is skipped (the data action then gives the
+        namespace and dtype of the bounds)."""
         tk = self.tensor_keys
+        if policy_action is None:
+            policy_action = _data.get(batch, tk.action, what="action")
+            check_floating(policy_action, _data.key_str(tk.action))
         low, high = self._bounds_like(policy_action)
         action = self._data_action(batch, policy_action, low, high)
         batch_shape = tuple(action.shape[:-1])
@@ -444,10 +485,18 @@ class TD3Loss(LossModule):
     # ---------------------------------------------------------------------------------------- forward
     def _forward(self, batch: Mapping, params: dict) -> dict:
         weights = self._priority_weights(batch)
-        loss_actor, meta_actor, policy_action = self._actor_terms(params, batch, weights)  # TorchRL: actor first,
-        loss_qvalue, meta_value, td_error = self._critic_terms(params, batch, weights, policy_action)  # then noise
-        self._write_priority(batch, td_error)
-        return {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue, **meta_actor, **meta_value}
+        out: dict = {}
+        policy_action = None
+        if self._wants("actor"):  # TorchRL: the actor first, then the noise
+            out["loss_actor"], meta_actor, policy_action = self._actor_terms(params, batch, weights)
+            out.update(meta_actor)
+        if self._wants("critic"):
+            out["loss_qvalue"], meta_value, td_error = self._critic_terms(params, batch, weights, policy_action)
+            out.update(meta_value)
+            self._write_priority(batch, td_error)
+        else:  # the critic term's draw, so that the generator's stream does not depend on terms
+            self._smoothing_draw(_data.get(batch, self.tensor_keys.action, what="action"))
+        return out
 
 
 def _py(x: Any) -> Any:
@@ -472,6 +521,8 @@ class TD3BCLoss(TD3Loss):
 
     _OUT_KEYS: tuple = ("loss_actor", "loss_qvalue", "bc_loss", "lmbd", "pred_value", "state_action_value_actor",
                  "next_state_value", "target_value")
+    _TERM_GROUPS = {"actor": ("loss_actor", "state_action_value_actor", "bc_loss", "lmbd"),
+                    "critic": TD3Loss._TERM_GROUPS["critic"]}
 
     def __init__(
         self,
@@ -506,7 +557,7 @@ class TD3BCLoss(TD3Loss):
     def _actor_terms(self, params: dict, batch: Mapping, weights: Any) -> tuple:
         """``(loss_actor, metadata, pi(s))``: ``reduce(-lmbd Q_sg_0(s, pi(s)) + bc)``."""
         with_action, policy_action = self._policy(params["actor_network"], batch)
-        q0 = self._critics(_sg_tree(params["qvalue_network"]), with_action)[0, ...]  # [*B]
+        q0, _ = self._critics_at_policy(params, with_action, others=False)  # [*B]
         key = self.tensor_keys.action
         data_action = _data.get(batch, key, what="action")
         check_floating(data_action, _data.key_str(key))
