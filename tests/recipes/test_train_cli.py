@@ -134,3 +134,14 @@ def test_logger_measures_over_the_reference_window(tmp_path):
     assert summary.window == 2 and summary.final_mean_return == pytest.approx(35.0)
     assert "last-2-episode mean return 35.00" in stream.getvalue().splitlines()[-1]
     assert "return(last 2) 35.0" in stream.getvalue()
+
+
+@pytest.mark.parametrize("name, window", [("dqn-cartpole", 100), ("ppo-cartpole", 100), ("sac-pendulum", 10),
+                                          ("td3-pendulum", 10)])
+def test_recipes_measure_over_their_reference_window(name, window):
+    """CartPole runs are measured as CleanRL reports them (last 100 episodes); a 20k-step Pendulum run has only 100
+    episodes of 200 steps, so it is measured on its last 10 (else the random warm-up episodes would count)."""
+    import importlib
+
+    module = importlib.import_module("arrayrl.recipes." + name.replace("-", "_"))
+    assert module.REFERENCE.window == window
