@@ -117,6 +117,18 @@ def arrayrl_recipe(steps: int, learning_starts: int, seed: int, threads: int, ba
     return {"steps_per_s": s.steps_per_s, "wall_time": s.wall_time, "episodes": s.episodes}
 
 
+def append_csv(path: str, rows: list) -> None:
+    """Append ``rows`` (dicts with the same keys) to the CSV at ``path``, writing the header if the file is new."""
+    import csv
+
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+
+
 def _child(args: argparse.Namespace) -> None:
     if args.impl == "torch-cleanrl":
         res = plain_torch(args.steps, args.learning_starts, args.seed, args.threads)
@@ -168,14 +180,7 @@ def main() -> None:
             if i != "torch-cleanrl":
                 print(f"ratio {i} / torch-cleanrl: {med[i] / med['torch-cleanrl']:.2f}x")
     if args.csv:
-        import csv
-
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

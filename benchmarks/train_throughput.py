@@ -456,14 +456,9 @@ def main() -> None:
                   f"{med['arrayrl-numpy'] / med['arrayrl-baseline']:.2f}x wall, "
                   f"{cpu['arrayrl-numpy'] / cpu['arrayrl-baseline']:.2f}x CPU", flush=True)
     if args.csv:
-        import csv
+        from dqn_throughput import append_csv
 
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+        append_csv(args.csv, rows)
 
 
 if __name__ == "__main__":
