@@ -140,7 +140,8 @@ def take_along_axis_vjp(xp: Any, g: Any, x: Any, indices: Any, axis: int) -> Any
     ``where(arange(n) == idx, g, 0)``."""
     n = x.shape[-1]
     rows = x.size // n
-    out = _np.zeros(x.shape, dtype=g.dtype)
+    out = _pool.empty(x.shape, g.dtype)
+    out.fill(0)
     out.reshape(rows, n)[_np.arange(rows), indices.reshape(rows)] = g.reshape(rows)
     return out
 
@@ -189,7 +190,7 @@ def _np_max_last(x: Any) -> Any:
     k = m.shape[-1]
     while k > 1:
         h = k // 2
-        top = _np.maximum(m[..., :h], m[..., h:2 * h])
+        top = _np.maximum(m[..., :h], m[..., h:2 * h], out=_pool.empty(m.shape[:-1] + (h,), m.dtype))
         if k % 2:
             _np.maximum(top[..., :1], m[..., 2 * h:], out=top[..., :1])
         m, k = top, h
@@ -225,7 +226,12 @@ def log_softmax(x: Any, axis: int = -1) -> Any:
 def softmax(x: Any, axis: int = -1) -> Any:
     """``exp(x - max) / sum(exp(x - max))`` along ``axis``."""
     xp = namespace_of(x)
-    e = xp.exp(x - _finite_max(xp, x, axis))
+    m = _finite_max(xp, x, axis)
+    if type(x) is _np.ndarray and type(m) is _np.ndarray and x.dtype == m.dtype and x.dtype.kind == "f":  # pooled
+        e = _np.subtract(x, m, out=_pool.empty(x.shape, x.dtype))
+        _np.exp(e, out=e)
+        return _np.divide(e, _np_sum(e, axis=axis, keepdims=True), out=e)
+    e = xp.exp(x - m)
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
@@ -235,6 +241,8 @@ def softplus(x: Any, beta: float = 1.0, threshold: float | None = None) -> Any:
     ``threshold``: where ``beta x > threshold`` return ``x`` (``torch.nn.functional.softplus`` uses 20); ``None``
     (default) keeps the exact value everywhere.
     """
+    if type(x) is _np.ndarray and x.dtype.kind == "f":
+        return _np_softplus(x, beta, threshold)
     xp = namespace_of(x)
     z = x * beta if beta != 1.0 else x
     out = xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
@@ -245,6 +253,23 @@ def softplus(x: Any, beta: float = 1.0, threshold: float | None = None) -> Any:
     return out
 
 
+def _np_softplus(x: Any, beta: float, threshold: float | None) -> Any:
+    """:func:`softplus` of a floating NumPy ``x``: the same steps in place on pooled buffers (``max(z, 0)``
+    against the cached zeros, the same sum in the same operand order; the threshold's ``where`` as a masked copy
+    of ``x``), bit-identical (NaN payloads included)."""
+    z = x if beta == 1.0 else _np.multiply(x, beta, out=_pool.empty(x.shape, x.dtype))
+    out = _np.abs(z, out=_pool.empty(x.shape, x.dtype))
+    _np.negative(out, out=out)
+    _np.exp(out, out=out)
+    _np.log1p(out, out=out)
+    _np.add(_np.maximum(z, _np_zeros_like(z), out=_pool.empty(x.shape, x.dtype)), out, out=out)
+    if beta != 1.0:
+        _np.divide(out, beta, out=out)
+    if threshold is not None:
+        _np.copyto(out, x, where=_np.greater(z, threshold, out=_pool.empty(x.shape, _np.bool_)))
+    return out
+
+
 def sigmoid(x: Any) -> Any:
     """``1 / (1 + exp(-x))`` without overflow: ``e = exp(-|x|)``, ``1/(1+e)`` for ``x >= 0``, ``e/(1+e)`` else.
 
@@ -252,10 +277,10 @@ def sigmoid(x: Any) -> Any:
     is ``max(e, [x >= 0])`` (``e <= 1``: it is 1 for ``x >= 0`` and ``e`` otherwise), so the values are exactly
     those of the two branches; NaN propagates. NumPy: the same steps in place on two buffers."""
     if type(x) is _np.ndarray and x.dtype.kind == "f":
-        e = _np.abs(x)
+        e = _np.abs(x, out=_pool.empty(x.shape, x.dtype))
         _np.negative(e, out=e)
         _np.exp(e, out=e)
-        num = _np.greater_equal(x, 0).astype(x.dtype)
+        num = _np.greater_equal(x, _np_zeros_like(x), out=_pool.empty(x.shape, x.dtype))  # [x >= 0] as 0.0/1.0
         _np.maximum(e, num, out=num)
         e += 1.0
         return _np.divide(num, e, out=num)
@@ -283,11 +308,12 @@ def elu(x: Any, alpha: float = 1.0) -> Any:
     """
     if type(x) is _np.ndarray and x.dtype == _np.float32:
         z = _np_zeros_like(x)
-        e = _np.exp(_np.minimum(x, z))
+        e = _np.minimum(x, z, out=_pool.empty(x.shape, x.dtype))
+        _np.exp(e, out=e)
         e -= 1.0
         if alpha != 1.0:
             e *= alpha
-        e += _np.maximum(x, z)
+        e += _np.maximum(x, z, out=_pool.empty(x.shape, x.dtype))
         return e
     xp = namespace_of(x)
     e = xp.expm1(xp.minimum(x, 0.0))
@@ -298,16 +324,20 @@ def elu_slope(x: Any, alpha: float = 1.0) -> Any:
     """``d elu / dx``: ``1`` for ``x > 0``, ``alpha exp(x)`` otherwise (torch's ``elu_backward``; ``alpha`` at 0).
 
     For ``0 < alpha <= 1`` written without ``where`` (NumPy's masked loop branches per element): since
-    ``alpha exp(min(x, 0)) <= 1`` it is ``max(alpha exp(min(x, 0)), [x > 0])``, exactly the same values.
+    ``alpha exp(min(x, 0)) <= 1`` it is ``max(alpha exp(min(x, 0)), [x > 0])``, exactly the same values. NumPy,
+    in pooled buffers: for ``alpha == 1`` that is ``exp(min(x, 0))`` itself (``exp(0) == 1`` exactly where
+    ``x >= 0``; NaN stays NaN), no mask needed.
     """
     xp = namespace_of(x)
     if 0.0 < alpha <= 1.0:
-        if type(x) is _np.ndarray:
+        if type(x) is _np.ndarray and x.dtype.kind == "f":
             z = _np_zeros_like(x)
-            e = _np.exp(_np.minimum(x, z))
-            if alpha != 1.0:
-                e *= alpha
-            return _np.maximum(e, (x > 0).astype(x.dtype), out=e)
+            e = _np.minimum(x, z, out=_pool.empty(x.shape, x.dtype))
+            _np.exp(e, out=e)
+            if alpha == 1.0:
+                return e
+            e *= alpha
+            return _np.maximum(e, _np.greater(x, z, out=_pool.empty(x.shape, x.dtype)), out=e)
         return xp.maximum(alpha * xp.exp(xp.minimum(x, 0.0)), xp.astype(x > 0, x.dtype))
     return xp.where(x > 0, xp.ones_like(x), alpha * xp.exp(x))
 

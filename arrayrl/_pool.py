@@ -31,7 +31,8 @@ Rules:
   only ever writes NumPy arrays that are C-contiguous, of one dtype, and asked for by arrayrl's kernels.
 
 Entry points for kernels: :func:`empty` (a buffer to fill), :func:`matmul` (``np.matmul`` into a buffer),
-:func:`elementwise` (a NumPy ufunc writing into a buffer, with a fallback for every other input).
+:func:`elementwise` (a NumPy ufunc writing into a buffer, with a fallback for every other input), :func:`stack`,
+:func:`concat` and :func:`clip` (``np.stack``/``np.concatenate``/``np.clip`` into a buffer).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ __all__ = [
     "xp_empty",
     "matmul",
     "elementwise",
+    "stack",
+    "concat",
+    "clip",
 ]
 
 #: smallest pooled block (bytes): glibc's initial mmap threshold
@@ -310,9 +314,11 @@ def _out_dtype(ufunc: np.ufunc, dtype: np.dtype, kinds: tuple) -> np.dtype | Non
 def _ufunc_out(ufunc: np.ufunc, args: tuple) -> np.ndarray | None:
     """A pooled output for ``ufunc(*args)``, or ``None`` to leave the call to NumPy/the fallback.
 
-    Pooled: NumPy arrays (C-contiguous, all of one dtype) and Python ``float``/``int`` scalars, at least one
-    array of :data:`MIN_BYTES`, a broadcast output of at least :data:`MIN_BYTES`. Anything else (another
-    backend, mixed dtypes, strided views, NumPy scalars) is not pooled."""
+    Pooled: NumPy arrays (all of one dtype, each with contiguous rows: C-contiguous or a slice of one such as
+    the column block a ``concat`` VJP hands out) and Python ``float``/``int`` scalars, at least one array of
+    :data:`MIN_BYTES`, a broadcast output of at least :data:`MIN_BYTES`. Anything else (another backend, mixed
+    dtypes, transposed or strided views, NumPy scalars) is not pooled. The output is C-contiguous; the values are
+    those of the fresh call (the same loop, elementwise)."""
     dtype = shape = None
     big = False
     for a in args:
@@ -324,7 +330,7 @@ def _ufunc_out(ufunc: np.ufunc, args: tuple) -> np.ndarray | None:
                 return None
             elif a.shape != shape:
                 shape = None
-            if not a.flags.c_contiguous:
+            if a.ndim and a.strides[-1] != a.itemsize:  # rows must be contiguous (a column slice is fine)
                 return None
             big = big or a.nbytes >= MIN_BYTES
         elif t not in _SCALARS:
@@ -380,3 +386,79 @@ def elementwise(ufunc: np.ufunc, fallback: Callable | None = None) -> Callable:
     f.__doc__ = f"``{ufunc.__name__}`` writing its large NumPy outputs into pooled buffers (arrayrl._pool)."
     setattr(f, "__wrapped__", fallback)
     return f
+
+
+def _one_dtype(arrays: tuple) -> np.dtype | None:
+    """The common dtype of a non-empty sequence of NumPy arrays (exactly ``np.ndarray``), or ``None``."""
+    if not arrays:
+        return None
+    dtype = None
+    for a in arrays:
+        if type(a) is not _ND or (dtype is not None and a.dtype != dtype):
+            return None
+        dtype = a.dtype
+    return dtype
+
+
+def stack(arrays: Any, axis: int = 0, fallback: Callable | None = None) -> Any:
+    """``np.stack(arrays, axis)`` written into a pooled buffer: NumPy arrays of one dtype and one shape whose
+    result ``[..., len(arrays), ...]`` has at least :data:`MIN_BYTES`; ``fallback(arrays, axis=axis)`` (default
+    ``np.stack``) for anything else. A copy either way: the values are the same."""
+    arrays = tuple(arrays)
+    if _enabled:
+        dtype = _one_dtype(arrays)
+        if dtype is not None:
+            shape = arrays[0].shape
+            nbytes = len(arrays) * arrays[0].nbytes
+            if nbytes >= MIN_BYTES and all(a.shape == shape for a in arrays) and -len(shape) - 1 <= axis <= len(shape):
+                ax = axis % (len(shape) + 1)
+                out = _take(shape[:ax] + (len(arrays),) + shape[ax:], dtype, nbytes)
+                return np.stack(arrays, axis=ax, out=out)
+    return (fallback or np.stack)(arrays, axis=axis)
+
+
+def concat(arrays: Any, axis: int | None = 0, fallback: Callable | None = None) -> Any:
+    """``np.concatenate(arrays, axis)`` (``axis=None``: of the flattened arrays) written into a pooled buffer:
+    NumPy arrays of one dtype and ndim, equal except along ``axis``, with a result of at least :data:`MIN_BYTES`;
+    ``fallback(arrays, axis=axis)`` (default ``np.concatenate``) for anything else (same values: a copy)."""
+    arrays = tuple(arrays)
+    if _enabled:
+        dtype = _one_dtype(arrays)
+        if dtype is not None:
+            nbytes = sum(a.nbytes for a in arrays)
+            shape = _concat_shape(arrays, axis) if nbytes >= MIN_BYTES else None
+            if shape is not None:
+                return np.concatenate(arrays, axis=axis, out=_take(shape, dtype, nbytes))
+    return (fallback or np.concatenate)(arrays, axis=axis)
+
+
+def _concat_shape(arrays: tuple, axis: int | None) -> tuple | None:
+    """The shape of ``concatenate(arrays, axis)``, or ``None`` where NumPy would raise (it raises in the fallback)."""
+    if axis is None:
+        return (sum(a.size for a in arrays),)
+    first = arrays[0].shape
+    nd = len(first)
+    if not nd or not -nd <= axis < nd:
+        return None
+    ax = axis % nd
+    for a in arrays:
+        s = a.shape
+        if len(s) != nd or s[:ax] != first[:ax] or s[ax + 1 :] != first[ax + 1 :]:
+            return None
+    return first[:ax] + (sum(a.shape[ax] for a in arrays),) + first[ax + 1 :]
+
+
+def clip(x: Any, lo: Any, hi: Any, fallback: Callable) -> Any:
+    """``np.clip(x, lo, hi)`` written into a pooled buffer for a large floating NumPy ``x`` and Python-number (or
+    absent) bounds, whose result has ``x``'s dtype; ``fallback(x, lo, hi)`` for anything else (same values)."""
+    if (
+        _enabled
+        and type(x) is _ND
+        and x.nbytes >= MIN_BYTES
+        and x.dtype.kind == "f"
+        and (lo is not None or hi is not None)
+        and (lo is None or type(lo) in _SCALARS)
+        and (hi is None or type(hi) in _SCALARS)
+    ):
+        return np.clip(x, lo, hi, out=_take(x.shape, x.dtype, x.nbytes))
+    return fallback(x, lo, hi)

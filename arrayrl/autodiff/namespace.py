@@ -121,14 +121,23 @@ class TapedNamespace:
     def _install_special(self, base: Any, d: dict) -> None:
         ns = self
 
-        clip_p = _make_primitive(lambda x, lo, hi: base.clip(x, min=lo, max=hi), VJP_TABLE["clip"])
+        def clip_raw(x, lo, hi):
+            return base.clip(x, min=lo, max=hi)
+
+        if backend_name(base) == "numpy":  # large outputs into pooled buffers (arrayrl._pool; the same values)
+            from .. import _pool
+
+            clip_p = _make_primitive(lambda x, lo, hi: _pool.clip(x, lo, hi, clip_raw), VJP_TABLE["clip"])
+            concat_p = _make_primitive(lambda *xs, axis=0: _pool.concat(xs, axis, base.concat), VJP_TABLE["concat"])
+            stack_p = _make_primitive(lambda *xs, axis=0: _pool.stack(xs, axis, base.stack), VJP_TABLE["stack"])
+        else:
+            clip_p = _make_primitive(clip_raw, VJP_TABLE["clip"])
+            concat_p = _make_primitive(lambda *xs, axis=0: base.concat(xs, axis=axis), VJP_TABLE["concat"])
+            stack_p = _make_primitive(lambda *xs, axis=0: base.stack(xs, axis=axis), VJP_TABLE["stack"])
 
         def clip(x, /, min=None, max=None):
             """``clip`` (torch.clamp gradient conventions; ``min``/``max`` may be Tensors)."""
             return clip_p(x, min, max)
-
-        concat_p = _make_primitive(lambda *xs, axis=0: base.concat(xs, axis=axis), VJP_TABLE["concat"])
-        stack_p = _make_primitive(lambda *xs, axis=0: base.stack(xs, axis=axis), VJP_TABLE["stack"])
 
         def concat(arrays, /, *, axis=0):
             _check_sequence(arrays, "concat")

@@ -26,7 +26,7 @@ import math
 import operator
 from typing import Any
 
-from .. import _kernels
+from .. import _kernels, _pool
 
 from .core import _BOOL, VJP_TABLE, _entry, _is_nd, defvjp, defvjp_argnum, np_zero_half, sum_to_shape
 from .core import _raw_add as _add, _raw_div as _div, _raw_mul as _mul, _raw_neg as _neg, _raw_sub as _sub
@@ -202,6 +202,13 @@ _reg("maximum", *_maxmin_rules(_lt), elementwise=True)
 _reg("minimum", *_maxmin_rules(_gt), elementwise=True)
 
 
+def _bit_select(g, c) -> bool:
+    """Take :func:`arrayrl._kernels.zero_where`'s bit mask for ``where``'s cotangents: NumPy arrays, a boolean
+    condition of ``g``'s shape, large enough for the mask to beat ``where`` (whose loop is slow on an unpredictable
+    condition: 90 vs 11 us at 256 x 64)."""
+    return _is_nd(g) and _is_nd(c) and c.shape == g.shape and c.dtype == _BOOL and g.size >= _kernels._FAST_MIN_SIZE
+
+
 # clip(x, min, max) is recorded with positional bounds (the namespace wrapper moves them); torch.clamp semantics.
 def _clip_x(xp, g, ans, x, lo, hi):
     if lo is None and hi is None:
@@ -212,31 +219,32 @@ def _clip_x(xp, g, ans, x, lo, hi):
         mask = x >= lo
     else:
         mask = (x >= lo) & (x <= hi)
-    return xp.where(mask, g, 0.0)
+    return _keep_where(xp, mask, g)
 
 
 def _clip_lo(xp, g, ans, x, lo, hi):
     mask = x < lo
     if hi is not None:
         mask = mask & (hi > lo)
-    return xp.where(mask, g, 0.0)
+    return _keep_where(xp, mask, g)
 
 
 def _clip_hi(xp, g, ans, x, lo, hi):
     mask = x > hi
     if lo is not None:
         mask = mask | (hi < lo)
+    return _keep_where(xp, mask, g)
+
+
+def _keep_where(xp, mask, g):
+    """``where(mask, g, 0)`` (NumPy, large: :func:`arrayrl._kernels.zero_where`'s bit mask in a pooled buffer;
+    the same values)."""
+    if _bit_select(g, mask):
+        return _kernels.zero_where(_not(mask), g)
     return xp.where(mask, g, 0.0)
 
 
 _reg("clip", _clip_x, _clip_lo, _clip_hi, elementwise=True)
-
-
-def _bit_select(g, c) -> bool:
-    """Take :func:`arrayrl._kernels.zero_where`'s bit mask for ``where``'s cotangents: NumPy arrays, a boolean
-    condition of ``g``'s shape, large enough for the mask to beat ``where`` (whose loop is slow on an unpredictable
-    condition: 90 vs 11 us at 256 x 64)."""
-    return _is_nd(g) and _is_nd(c) and c.shape == g.shape and c.dtype == _BOOL and g.size >= _kernels._FAST_MIN_SIZE
 
 
 def _where_x(xp, g, ans, c, x, y):
@@ -526,6 +534,30 @@ def _normalize_key(key, ndim):
     return out
 
 
+def _pad_axis(xp, g, ax: int, lo: int, hi: int, n: int):
+    """``g`` zero-padded along ``ax`` to size ``n``, occupying ``[lo, hi)``: ``concat([0...], g, [0...])``.
+
+    NumPy: written into a pooled buffer (:func:`arrayrl._pool.empty`: the pads filled with ``+0.0``, ``g``
+    copied between them; the same values as the concat)."""
+    if lo == 0 and hi == n:
+        return g
+    shape = tuple(g.shape)
+    if _is_nd(g):
+        out = _pool.empty(shape[:ax] + (n,) + shape[ax + 1 :], g.dtype)
+        pre = (slice(None),) * ax
+        out[pre + (slice(0, lo),)] = 0
+        out[pre + (slice(lo, hi),)] = g
+        out[pre + (slice(hi, n),)] = 0
+        return out
+    parts = []
+    if lo > 0:
+        parts.append(_zeros(xp, shape[:ax] + (lo,) + shape[ax + 1 :], g))
+    parts.append(g)
+    if hi < n:
+        parts.append(_zeros(xp, shape[:ax] + (n - hi,) + shape[ax + 1 :], g))
+    return xp.concat(parts, axis=ax)
+
+
 def _getitem_x(xp, g, ans, x, key):
     shape = tuple(x.shape)
     items = _normalize_key(key, x.ndim)
@@ -558,14 +590,7 @@ def _getitem_x(xp, g, ans, x, key):
             if len(r) == 0:
                 g = _zeros(xp, tuple(g.shape[:ax]) + (n,) + tuple(g.shape[ax + 1 :]), g)
             elif len(r) == 1 or r.step == 1:
-                lo, hi = r[0], r[-1] + 1
-                parts = []
-                if lo > 0:
-                    parts.append(_zeros(xp, tuple(g.shape[:ax]) + (lo,) + tuple(g.shape[ax + 1 :]), g))
-                parts.append(g)
-                if hi < n:
-                    parts.append(_zeros(xp, tuple(g.shape[:ax]) + (n - hi,) + tuple(g.shape[ax + 1 :]), g))
-                g = xp.concat(parts, axis=ax) if len(parts) > 1 else g
+                g = _pad_axis(xp, g, ax, r[0], r[-1] + 1, n)
             else:
                 idx = xp.asarray(list(r), device=g.device)
                 g = scatter_along_axis(xp, g, idx, n, ax)

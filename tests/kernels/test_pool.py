@@ -1,6 +1,6 @@
 """The NumPy buffer pool (arrayrl._pool): never hands out a buffer in use, same values on/off, cap, switches.
 
-The property test runs random programs of allocations (``empty``, pooled ufuncs, pooled matmul), views, and drops;
+The property test runs random programs of allocations (``empty``, pooled ufuncs, matmul, stack, concat), views, and drops;
 every array handed out is filled with a fresh stamp, and after each step every live array (or view) must still
 hold its own stamp and share no memory with the newest allocation.
 """
@@ -41,12 +41,16 @@ def _allocate(kind: str, shape: tuple) -> np.ndarray:
         return _pool.empty(shape, np.float32)
     if kind == "ufunc":
         return _pool.elementwise(np.add)(np.ones(shape, np.float32), 1.0)
+    if kind == "stack":
+        return _pool.stack([np.ones(shape[1:], np.float32)] * shape[0], axis=0)
+    if kind == "concat":
+        return _pool.concat([np.ones((shape[0] // 2,) + shape[1:], np.float32)] * 2, axis=0)
     a = np.ones((shape[0], 8), np.float32)
     return _pool.matmul(a, np.ones((8, shape[1]), np.float32))
 
 
 _STEP = st.one_of(
-    st.tuples(st.just("alloc"), st.sampled_from(["empty", "ufunc", "matmul"]), st.sampled_from(SHAPES)),
+    st.tuples(st.just("alloc"), st.sampled_from(["empty", "ufunc", "matmul", "stack", "concat"]), st.sampled_from(SHAPES)),
     st.tuples(st.just("view"), st.integers(0, 50), st.sampled_from(["slice", "reshape", "T", "memoryview"])),
     st.tuples(st.just("drop"), st.integers(0, 50), st.booleans()),
 )
