@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from dqn_throughput import _load, append_csv  # (benchmarks/ is the script's folder: on sys.path)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # algorithm -> (recipe, default steps, default learning_starts or None for on-policy)
@@ -394,13 +396,6 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(fn(args.algo, args.steps, ls, args.seed, args.threads)), flush=True)
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--algos", default="dqn,ppo,sac,td3")
@@ -456,8 +451,6 @@ def main() -> None:
                   f"{med['arrayrl-numpy'] / med['arrayrl-baseline']:.2f}x wall, "
                   f"{cpu['arrayrl-numpy'] / cpu['arrayrl-baseline']:.2f}x CPU", flush=True)
     if args.csv:
-        from dqn_throughput import append_csv
-
         append_csv(args.csv, rows)
 
 

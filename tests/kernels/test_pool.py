@@ -25,14 +25,7 @@ KIB = 1024
 SHAPES = [(256, 128), (512, 128), (64, 64)]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_pool():
-    """Every test starts with an empty, enabled pool at the default cap; the previous state is restored."""
-    old = _pool.set_buffer_pool(True, max_bytes=_pool.DEFAULT_MAX_BYTES)
-    _pool.clear_buffer_pool()
-    yield
-    _pool.set_buffer_pool(old, max_bytes=_pool.DEFAULT_MAX_BYTES)
-    _pool.clear_buffer_pool()
+pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/kernels/conftest.py: an empty, enabled pool per test
 
 
 def _allocate(kind: str, shape: tuple) -> np.ndarray:

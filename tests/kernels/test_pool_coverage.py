@@ -20,13 +20,7 @@ XP = taped_namespace(np)
 ROWS, COLS, PARTS = 1024, 64, 15  # [1024, 64] float32 = 256 KiB: above the 128 KiB threshold
 
 
-@pytest.fixture(autouse=True)
-def _fresh_pool():
-    old = _pool.set_buffer_pool(True, max_bytes=_pool.DEFAULT_MAX_BYTES)
-    _pool.clear_buffer_pool()
-    yield
-    _pool.set_buffer_pool(old, max_bytes=_pool.DEFAULT_MAX_BYTES)
-    _pool.clear_buffer_pool()
+pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/kernels/conftest.py: an empty, enabled pool per test
 
 
 def _parts(seed: int = 0, n: int = PARTS) -> list:
