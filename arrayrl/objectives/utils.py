@@ -24,6 +24,7 @@ from .._backend import is_taped, namespace_of
 from .._checks import check_array
 from .._validate import batch_entry, check_choice, check_flag, check_number, lookup
 from .. import data as _data
+from ..autodiff import stop_gradient as _tree_stop_gradient
 from ..ops import smooth_l1
 from ..tree import tree_map
 
@@ -92,8 +93,23 @@ def __getattr__(name: str) -> Any:  # re-exports resolved lazily (arrayrl.value 
 
 
 def stop_gradient(x: Any) -> Any:
-    """``x`` with no tape (the raw backend array for a taped one, ``x`` itself otherwise)."""
-    return x.value if is_taped(x) else x
+    """``x`` with no tape: the raw backend array for a taped one, ``x`` itself for a raw one, and for a pytree
+    (``dict``/``list``/``tuple``, e.g. ``loss.params = tree``) the tree itself when no leaf is taped (the same
+    object: the networks' check-once-per-tree fast path keys on it), else a copy with every taped leaf replaced
+    (:func:`arrayrl.autodiff.stop_gradient`)."""
+    if is_taped(x):
+        return x.value
+    if type(x) in (dict, list, tuple) and _has_taped_leaf(x):
+        return _tree_stop_gradient(x)
+    return x
+
+
+def _has_taped_leaf(tree: Any) -> bool:
+    if type(tree) is dict:
+        return any(_has_taped_leaf(v) for v in tree.values())
+    if type(tree) in (list, tuple):
+        return any(_has_taped_leaf(v) for v in tree)
+    return is_taped(tree)
 
 
 def distance_loss(v1: Any, v2: Any, loss_function: str, strict_shape: bool = True) -> Any:

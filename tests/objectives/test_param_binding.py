@@ -182,3 +182,16 @@ def test_loss_without_policy_says_so():
 
     with pytest.raises(AttributeError, match="Bare has no policy network"):
         Bare().policy
+
+
+def test_assigning_taped_leaves_stores_raw_arrays():
+    """``loss.params = tree`` strips the tape from taped leaves (a tree built inside a differentiated function, or
+    constants wrapped as Tensors): the networks keep raw arrays, which act without a tape."""
+    from arrayrl.autodiff import Tensor
+
+    qnet, actor, loss = _dqn()
+    taped = tree_map(lambda a: Tensor(a + 1.0), loss.params)
+    loss.params = taped
+    for leaf in [qnet.params["0"]["weight"], qnet.params["2"]["bias"], loss.params["value_network"]["0"]["0"]["bias"]]:
+        assert type(leaf) is np.ndarray
+    np.testing.assert_array_equal(qnet.params["0"]["weight"], taped["value_network"]["0"]["0"]["weight"].value)
