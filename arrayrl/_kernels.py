@@ -15,7 +15,11 @@ Backend-specific accelerators live here, behind generic code (DESIGN section 2),
   ``exp(m) - 1`` (NumPy's float32 ``expm1`` has no SIMD loop); :func:`take_along_axis` and the taped NumPy
   namespace's ``sum``/``mean``/``reshape`` (:data:`NUMPY_KERNELS`) skip NumPy's Python-level wrappers;
   :func:`expand_to` fills instead of broadcasting. Same values as the generic code (bit-identical except float32
-  ``elu``, within 1.2e-7), tested in tests/autodiff/test_ad_fastpaths.py.
+  ``elu``, within 1.2e-7), tested in tests/autodiff/test_ad_fastpaths.py;
+* :func:`gru_gates_np`/:func:`gru_gates_vjp_np` and :func:`gate_silu_np`/:func:`gate_silu_vjp_np` (dispatched to by
+  :mod:`arrayrl.nn.recurrent` when :func:`numpy_floats` holds) run the generic tanh-form gates' operations in the
+  same order, in place on pooled buffers (no fresh temporary per operation: the DreamerV3 imagination's page
+  faults); bit-identical, tested in tests/nn/test_gru_kernels.py.
 
 NumPy's elementwise loops are fast only on same-shape contiguous operands: broadcasting a scalar or a row takes
 slower loops (2-5x), and ``np.where`` on random masks is 20-40x slower than arithmetic. The kernels avoid both.
@@ -49,6 +53,11 @@ __all__ = [
     "take_along_axis_vjp",
     "linear",
     "LINEAR_ACTIVATIONS",
+    "numpy_floats",
+    "gate_silu_np",
+    "gate_silu_vjp_np",
+    "gru_gates_np",
+    "gru_gates_vjp_np",
 ]
 
 _FAST_MIN_SIZE = 2048  # below this np.where is as fast as the bit trick
@@ -426,3 +435,94 @@ def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None)
             _np.tanh(y, out=y)
         return y
     return _linear_generic(x, weight, bias, activation)
+
+
+# ------------------------------------------------------------------------------------------------ recurrent gates
+# NumPy kernels of arrayrl.nn.recurrent's tanh-form gates (DreamerV3's GRU and silu): the generic code's operations in
+# the same order (``a * b`` as ``multiply(a, b)``, ``1 - a`` as ``subtract(1, a)``...), written with ``out=`` into
+# pooled buffers instead of a fresh temporary per operation; bit-identical (tests/nn/test_gru_kernels.py).
+
+
+def numpy_floats(*arrays: Any) -> bool:
+    """Whether all ``arrays`` are raw NumPy arrays of one floating dtype (the case of the kernels below; taped
+    values under second order and other backends keep the generic code)."""
+    dtype = arrays[0].dtype if type(arrays[0]) is _np.ndarray else None
+    return dtype is not None and dtype.kind == "f" and all(type(a) is _np.ndarray and a.dtype == dtype
+                                                          for a in arrays)
+
+
+def _sigmoid_tanh_np(x: Any, out: Any) -> Any:
+    """``0.5 tanh(0.5 x) + 0.5`` into ``out`` (``x``'s shape)."""
+    _np.multiply(x, 0.5, out=out)
+    _np.tanh(out, out=out)
+    _np.multiply(out, 0.5, out=out)
+    return _np.add(out, 0.5, out=out)
+
+
+def gate_silu_np(x: Any) -> Any:
+    """``x (0.5 tanh(0.5 x) + 0.5)`` (``arrayrl.nn.recurrent.gate_silu``) in one pooled buffer."""
+    out = _sigmoid_tanh_np(x, _pool.empty(x.shape, x.dtype))
+    return _np.multiply(x, out, out=out)
+
+
+def gate_silu_vjp_np(g: Any, x: Any) -> Any:
+    """``g (s (1 + x (1 - s)))`` with ``s = 0.5 tanh(0.5 x) + 0.5``: two pooled buffers."""
+    s = _sigmoid_tanh_np(x, _pool.empty(x.shape, x.dtype))
+    t = _np.subtract(1.0, s, out=_pool.empty(x.shape, x.dtype))
+    _np.multiply(x, t, out=t)
+    _np.add(1.0, t, out=t)
+    _np.multiply(s, t, out=t)
+    return _np.multiply(g, t, out=t)
+
+
+def _gru_rn_np(gi: Any, gh: Any, h: int) -> tuple:
+    """``rz = sigmoid(gi[:, :2H] + gh[:, :2H])`` ``[M, 2H]`` and ``n = tanh(gi[:, 2H:] + r gh[:, 2H:])`` ``[M, H]``
+    in two pooled buffers."""
+    lead = gi.shape[:-1]
+    rz = _np.add(gi[..., :2 * h], gh[..., :2 * h], out=_pool.empty(lead + (2 * h,), gi.dtype))
+    _sigmoid_tanh_np(rz, rz)
+    n = _np.multiply(rz[..., :h], gh[..., 2 * h:], out=_pool.empty(lead + (h,), gi.dtype))
+    _np.add(gi[..., 2 * h:], n, out=n)
+    return rz, _np.tanh(n, out=n)
+
+
+def gru_gates_np(gi: Any, gh: Any, hx: Any) -> Any:
+    """``h' = n + z (h - n)`` of ``arrayrl.nn.recurrent.gru_gates`` (``gi, gh [M, 3H]``, ``hx [M, H]``, checked
+    shapes): three pooled buffers, the result one of them."""
+    h = hx.shape[-1]
+    rz, n = _gru_rn_np(gi, gh, h)
+    out = _np.subtract(hx, n, out=_pool.empty(hx.shape, hx.dtype))
+    _np.multiply(rz[..., h:], out, out=out)
+    return _np.add(n, out, out=out)
+
+
+def gru_gates_vjp_np(g: Any, gi: Any, gh: Any, hx: Any, need_gi: bool, need_gh: bool) -> tuple:
+    """``(dgi, dgh, dhx)`` of ``gru_gates`` for the cotangent ``g [M, H]``: ``dhx = g z``, ``dn_pre = (g - dhx)
+    (1 - n^2)``, ``dr_pre = (dn_pre gh_n) (r (1 - r))``, ``dz_pre = (g (h - n)) (z (1 - z))``, ``dgi = [dr_pre,
+    dz_pre, dn_pre]``, ``dgh = [dr_pre, dz_pre, dn_pre r]`` (``None`` where not needed). The pieces are written
+    straight into the ``[M, 3H]`` outputs' column blocks (no concatenation); pooled throughout."""
+    h = hx.shape[-1]
+    rz, n = _gru_rn_np(gi, gh, h)
+    r, z = rz[..., :h], rz[..., h:]
+    dhx = _np.multiply(g, z, out=_pool.empty(hx.shape, hx.dtype))
+    t = _np.multiply(n, n, out=_pool.empty(hx.shape, hx.dtype))
+    _np.subtract(1.0, t, out=t)
+    dgi = _pool.empty(gi.shape, gi.dtype)
+    dr, dz, dn = dgi[..., :h], dgi[..., h:2 * h], dgi[..., 2 * h:]
+    _np.subtract(g, dhx, out=dn)
+    _np.multiply(dn, t, out=dn)
+    _np.multiply(dn, gh[..., 2 * h:], out=dr)
+    _np.subtract(1.0, r, out=t)
+    _np.multiply(r, t, out=t)
+    _np.multiply(dr, t, out=dr)
+    _np.subtract(hx, n, out=dz)
+    _np.multiply(g, dz, out=dz)
+    _np.subtract(1.0, z, out=t)
+    _np.multiply(z, t, out=t)
+    _np.multiply(dz, t, out=dz)
+    dgh = None
+    if need_gh:
+        dgh = _pool.empty(gh.shape, gh.dtype)
+        dgh[..., :2 * h] = dgi[..., :2 * h]
+        _np.multiply(dn, r, out=dgh[..., 2 * h:])
+    return (dgi if need_gi else None), dgh, dhx

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from .. import ops
+from .. import _kernels, ops
 from ..autodiff import defvjp, defvjp_joint, primitive
 from .._backend import device_of, namespace_of
 from .._checks import check_floating, dtype_name
@@ -149,6 +149,10 @@ def _sigmoid_raw(x: Any) -> Any:
 
 
 def _silu_raw(x: Any) -> Any:
+    """``x gate_sigmoid(x)`` (NumPy: :func:`arrayrl._kernels.gate_silu_np`, the same operations in a pooled
+    buffer)."""
+    if _kernels.numpy_floats(x):
+        return _kernels.gate_silu_np(x)
     return x * _sigmoid_raw(x)
 
 
@@ -158,6 +162,9 @@ gate_silu = primitive(_silu_raw, name="gate_silu")
 
 
 def _silu_vjp(xp: Any, g: Any, ans: Any, x: Any) -> Any:
+    """``g s (1 + x (1 - s))`` (NumPy, first order: :func:`arrayrl._kernels.gate_silu_vjp_np`)."""
+    if _kernels.numpy_floats(g, x):
+        return _kernels.gate_silu_vjp_np(g, x)
     s = _sigmoid_raw(x)
     return g * (s * (1.0 + x * (1.0 - s)))
 
@@ -182,11 +189,16 @@ def _gru_gates_raw(gi: Any, gh: Any, hx: Any) -> Any:
     ``dr_pre = dn_pre gh_n r (1 - r)``, ``dz_pre = g (h - n) z (1 - z)``; ``dgi = [dr_pre, dz_pre, dn_pre]``,
     ``dgh = [dr_pre, dz_pre, dn_pre r]``: contiguous ``[M, 3H]`` cotangents instead of the slices' zero-padded
     pieces summed by the tape.
+
+    NumPy (raw arrays of one floating dtype; the VJP at first order): :func:`arrayrl._kernels.gru_gates_np` /
+    :func:`~arrayrl._kernels.gru_gates_vjp_np`, the same operations in place on pooled buffers (bit-identical).
     """
     h = int(hx.shape[-1])
     if tuple(gi.shape) != tuple(gh.shape) or tuple(gi.shape) != tuple(hx.shape[:-1]) + (3 * h,):
         raise ValueError(f"gi, gh: expected shape {tuple(hx.shape[:-1]) + (3 * h,)} (hx {tuple(hx.shape)} with 3 H "
                          f"gate features), got {tuple(gi.shape)} and {tuple(gh.shape)}")
+    if _kernels.numpy_floats(gi, gh, hx):
+        return _kernels.gru_gates_np(gi, gh, hx)
     rz, n = _gru_gates_rn(gi, gh, h)
     return n + rz[..., h:] * (hx - n)
 
@@ -195,6 +207,8 @@ gru_gates = primitive(_gru_gates_raw, name="gru_gates")
 
 
 def _gru_gates_vjp(xp: Any, g: Any, ans: Any, needs: tuple, gi: Any, gh: Any, hx: Any) -> tuple:
+    if _kernels.numpy_floats(g, gi, gh, hx):
+        return _kernels.gru_gates_vjp_np(g, gi, gh, hx, 0 in needs, 1 in needs)
     h = int(hx.shape[-1])
     rz, n = _gru_gates_rn(gi, gh, h)
     r, z = rz[..., :h], rz[..., h:]
