@@ -189,3 +189,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torchrl" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fresh_pool():
+    """An empty, enabled buffer pool (``arrayrl._pool``) at the default cap for one test; the previous state is
+    restored after it (the pool tests use it through ``pytestmark``)."""
+    from arrayrl import _pool
+
+    old = _pool.set_buffer_pool(True, max_bytes=_pool.DEFAULT_MAX_BYTES)
+    _pool.clear_buffer_pool()
+    yield
+    _pool.set_buffer_pool(old, max_bytes=_pool.DEFAULT_MAX_BYTES)
+    _pool.clear_buffer_pool()

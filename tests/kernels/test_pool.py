@@ -25,7 +25,7 @@ KIB = 1024
 SHAPES = [(256, 128), (512, 128), (64, 64)]
 
 
-pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/kernels/conftest.py: an empty, enabled pool per test
+pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/conftest.py: an empty, enabled pool per test
 
 
 def _allocate(kind: str, shape: tuple) -> np.ndarray:

@@ -20,7 +20,7 @@ XP = taped_namespace(np)
 ROWS, COLS, PARTS = 1024, 64, 15  # [1024, 64] float32 = 256 KiB: above the 128 KiB threshold
 
 
-pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/kernels/conftest.py: an empty, enabled pool per test
+pytestmark = pytest.mark.usefixtures("fresh_pool")  # tests/conftest.py: an empty, enabled pool per test
 
 
 def _parts(seed: int = 0, n: int = PARTS) -> list:
