@@ -25,8 +25,8 @@ present, the array types, shapes, dtypes and devices. Whether it passes is a fun
 (:func:`array_signature`), so a :class:`StructureCache` remembers the signatures that passed and the check is
 skipped when the next call has the same one (a training loop feeds batches of one structure). A new key, shape,
 dtype, backend or device is a new signature and is checked in full, with the same error. Data checks
-(:func:`check_index_range`) are never cached: the data changes every call. :func:`lookup` reads a nested entry with a
-``type(x) is dict`` fast path (no ABC ``Mapping`` ``isinstance``), falling back to :func:`arrayrl.data.get_or`.
+(:func:`check_index_range`) are never cached: the data changes every call. Nested entries are read with :func:`arrayrl.data.get_or`
+(a ``type(x) is dict`` fast path, no ABC ``Mapping`` ``isinstance`` for plain dicts).
 """
 
 from __future__ import annotations
@@ -53,8 +53,6 @@ __all__ = [
     "check_flag",
     "check_evenly_spaced",
     "batch_entry",
-    "lookup",
-    "require",
     "array_signature",
     "structure_signature",
     "StructureCache",
@@ -218,36 +216,6 @@ def check_evenly_spaced(support: Any, name: str = "support") -> None:
 _MISSING = object()
 
 
-def lookup(batch: Any, key: Any, default: Any = None) -> Any:
-    """``batch[key]`` for a nested key (``"a"`` or ``("a", "b")``), ``default`` when absent.
-
-    Plain ``dict`` nodes and ``str`` keys take the fast path (``dict.get``, no ``Mapping`` ``isinstance`` and no key
-    normalisation); any other node or key form (a ``Mapping`` subclass, a nested tuple key) falls back to
-    :func:`arrayrl.data.get_or`, so the answer is always the same.
-    """
-    if type(batch) is dict:
-        if type(key) is str:
-            return batch.get(key, default)
-        if type(key) is tuple:
-            node: Any = batch
-            for k in key:
-                if type(node) is not dict or type(k) is not str:
-                    break
-                node = node.get(k, _MISSING)
-                if node is _MISSING:
-                    return default
-            else:
-                return node
-    return _data.get_or(batch, key, default)
-
-
-def require(batch: Any, key: Any, *, what: str | None = None) -> Any:
-    """``batch[key]`` (:func:`lookup`'s fast path); a missing key raises :func:`arrayrl.data.get`'s ``KeyError``
-    (naming the key and its role ``what``, listing the keys present)."""
-    value = lookup(batch, key, _MISSING)
-    return _data.get(batch, key, what=what) if value is _MISSING else value
-
-
 def array_signature(x: Any) -> tuple | None:
     """``(type, backend type, shape, dtype, device)`` of an array (raw or taped): what a shape/dtype check reads.
     ``None`` for anything without ``shape``/``dtype``/``device`` (never cached: the full check runs)."""
@@ -328,7 +296,7 @@ def batch_entry(batch: Mapping, key: Any, batch_shape: tuple, *, kind: str, what
     unchanged (no reshape: the consumer keeps TorchRL's layout). Checked once per structure (:class:`StructureCache`:
     the key, ``batch_shape``, ``kind``, ``trailing_one`` and the array's signature).
     """
-    value = lookup(batch, key, _MISSING)
+    value = _data.get_or(batch, key, _MISSING)
     if value is _MISSING:
         if required:
             _data.get(batch, key, what=what)  # raises KeyError naming the key and the keys present

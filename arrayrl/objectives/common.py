@@ -35,7 +35,6 @@ from typing import Any, Sequence
 
 from .. import data as _data
 from .._backend import namespace_of
-from .._validate import lookup
 from ..tree import tree_flatten, tree_map, tree_paths
 from .utils import expand_mask, reduce_loss, stop_gradient
 
@@ -244,7 +243,7 @@ class LossModule:
     def _batch_mask(self, batch: Mapping, loss: Any) -> Any:
         mask = None
         for key in self._loss_mask_keys():
-            m = lookup(batch, key, None)
+            m = _data.get_or(batch, key, None)
             if m is not None:
                 m = expand_mask(m, loss, _data.key_str(key))
                 mask = m if mask is None else namespace_of(m).logical_and(mask, m)
@@ -265,7 +264,7 @@ class LossModule:
         key = getattr(self.tensor_keys, "priority_weight", None)
         if key is None or getattr(self, "use_prioritized_weights", "auto") not in (True, "auto"):
             return None
-        return lookup(batch, key, None)
+        return _data.get_or(batch, key, None)
 
     # ------------------------------------------------------------------------------------------------ parameters
     def convert_to_functional(self, module: Any, name: str, *, create_target_params: bool = False,

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_min_rank
-from .._validate import check_choice, check_evenly_spaced, check_number, require
+from .._validate import check_choice, check_evenly_spaced, check_number
 from . import functional as F
 from ._nets import action_values, as_keyed, as_qvalue_actor, find_action_space
 from .common import LossModule
@@ -175,7 +175,7 @@ class DQNLoss(LossModule):
         tk = self.tensor_keys
         net = self._networks["value_network"]
         q = action_values(net, params["value_network"], batch, tk.action_value)
-        action = require(batch, tk.action, what="action")
+        action = _data.get(batch, tk.action, what="action")
         pred = F.chosen_action_value(q, action, self.action_space, name=_data.key_str(tk.action))
         batch_shape = tuple(pred.shape)
         check_transition(batch, tk, batch_shape, steps_key=_steps_key(self.value_estimator),

@@ -53,7 +53,6 @@ from typing import Any
 
 from .. import data as _data
 from .._backend import namespace_of
-from .._validate import lookup, require
 from ..autodiff import stop_gradient
 from . import policy_gradient as PG
 from ._nets import keyed_output
@@ -324,7 +323,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         critic (TorchRL); the next values come from the delayed critic when there is one (ReinforceLoss's
         ``delay_value``), else from the same detached tree (one object: shifted estimators require it)."""
         tk = self.tensor_keys
-        adv = lookup(batch, tk.advantage, None)
+        adv = _data.get_or(batch, tk.advantage, None)
         work = batch
         if adv is None:
             if "critic_network" not in self._networks:
@@ -332,12 +331,12 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
             critic = stop_gradient(params["critic_network"])
             target = self._target_tree("critic_network") if "critic_network" in self.delayed_targets else critic
             work = self.value_estimator(batch, params=critic, target_params=target)
-            adv = require(work, tk.advantage, what="advantage written by the value estimator")
+            adv = _data.get(work, tk.advantage, what="advantage written by the value estimator")
         adv = stop_gradient(adv)
         if self.advantage_norm is not None:
             adv = self._scale_advantage(adv, batch, work)
         elif self.normalize_advantage and _numel(adv) > 1:
-            mask = lookup(work, "shifted_valid", None)
+            mask = _data.get_or(work, "shifted_valid", None)
             adv = PG.normalize_advantage(adv, self.normalize_advantage_exclude_dims, mask=mask)
         return adv, work
 
@@ -345,10 +344,10 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         """``(dist, log pi(a|s))`` of the stored action under ``actor_params``."""
         actor = self._networks["actor_network"]
         dist = actor.get_dist(actor_params, batch)
-        action = stop_gradient(require(batch, self.tensor_keys.action, what="action"))
+        action = stop_gradient(_data.get(batch, self.tensor_keys.action, what="action"))
         # store_pre_tanh actors (TanhNormal): score the stored pre-image, the exact density of the drawn action
         pre_key = getattr(actor, "pre_tanh_key", None)
-        pre = lookup(batch, pre_key, None) if pre_key is not None else None
+        pre = _data.get_or(batch, pre_key, None) if pre_key is not None else None
         if pre is not None and getattr(dist, "supports_pre_tanh", False):
             return dist, dist.log_prob(action, pre_tanh=stop_gradient(pre))
         return dist, dist.log_prob(action)
@@ -358,7 +357,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         broadcast advantage, the current distribution and ``kl_approx``."""
         tk = self.tensor_keys
         key = _data.key_str(tk.sample_log_prob)
-        old = lookup(batch, tk.sample_log_prob, None)
+        old = _data.get_or(batch, tk.sample_log_prob, None)
         if old is None:
             raise KeyError(
                 f"Couldn't find the log-prob {key} in the input data (the behaviour log-probability written by the "
@@ -410,7 +409,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         """``V_old`` for value clipping: the caller's stored value (paper); TorchRL reads the estimator's output."""
         key = self.tensor_keys.value
         src = work if self.torchrl_compat else batch
-        v = lookup(src, key, None)
+        v = _data.get_or(src, key, None)
         if v is None:
             raise KeyError(
                 f"clip_value is set to {self.clip_value}, but the key {_data.key_str(key)} (the value predicted at "
@@ -429,7 +428,7 @@ class PPOLoss(_AdvantageNormMixin, LossModule):
         if not self._has_critic:
             return {}
         tk = self.tensor_keys
-        target = require(work, tk.value_target, what="value target (written by the value estimator)")
+        target = _data.get(work, tk.value_target, what="value target (written by the value estimator)")
         old = self._old_value(batch, work) if self.clip_value else None
         value = keyed_output(self._networks["critic_network"], params["critic_network"], work, tk.value,
                              what="state value written by the critic")

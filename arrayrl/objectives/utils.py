@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .._backend import is_taped, namespace_of
 from .._checks import check_array
-from .._validate import batch_entry, check_choice, check_flag, check_number, lookup
+from .._validate import batch_entry, check_choice, check_flag, check_number
 from .. import data as _data
 from ..autodiff import stop_gradient as _tree_stop_gradient
 from ..ops import smooth_l1
@@ -386,13 +386,13 @@ def step_mdp(batch: Mapping, required: Any = ()) -> dict:
     ``"next"``; a missing one raises ``KeyError`` naming the full nested key (``('next', 'observation')``), not the
     key the network reads from the shifted batch.
     """
-    nxt = lookup(batch, "next", _MISSING)
+    nxt = _data.get_or(batch, "next", _MISSING)
     if nxt is _MISSING:
         _data.get(batch, "next", what="next-step entries")  # raises KeyError listing the keys present
     if type(nxt) is not dict and not isinstance(nxt, Mapping):
         raise TypeError(f"('next',): expected a nested batch (dict) of next-step entries, got {type(nxt).__name__}")
     for key in required:
-        if lookup(nxt, key, _MISSING) is _MISSING:
+        if _data.get_or(nxt, key, _MISSING) is _MISSING:
             _data.get(batch, ("next",) + _data.unravel_key(key), what="next-state input")  # raises KeyError
     return dict(nxt)
 

@@ -93,7 +93,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from .. import data as _data
 from .._backend import namespace_of
 from .._checks import check_array, normalize_axis
-from .._validate import StructureCache, lookup, require, structure_signature
+from .._validate import StructureCache, structure_signature
 from ..autodiff import stop_gradient
 from ..tree import tree_map
 from . import functional as F
@@ -395,7 +395,7 @@ class ValueEstimatorBase:
     def _gamma(self, batch: Mapping, reward: Any, gamma: Any = None) -> Any:
         """``gamma``, raised to the ``steps_to_next_obs`` power (n-step) when that key is present at the root."""
         gamma = self.gamma if gamma is None else gamma
-        steps = lookup(batch, self.tensor_keys.steps_to_next_obs, None)
+        steps = _data.get_or(batch, self.tensor_keys.steps_to_next_obs, None)
         if steps is None:
             return gamma
         xp = namespace_of(reward)
@@ -409,10 +409,10 @@ class ValueEstimatorBase:
         (``done := True``; ``terminated := False`` too with ``torchrl_compat``), as TorchRL's
         ``_prepare_shifted_tensordict``."""
         tk = self.tensor_keys
-        reward = require(batch, ("next", tk.reward), what="reward")
-        done = require(batch, ("next", tk.done), what="done")
-        terminated = lookup(batch, ("next", tk.terminated), done)
-        valid = lookup(batch, _VALID_KEY, None)
+        reward = _data.get(batch, ("next", tk.reward), what="reward")
+        done = _data.get(batch, ("next", tk.done), what="done")
+        terminated = _data.get_or(batch, ("next", tk.terminated), done)
+        valid = _data.get_or(batch, _VALID_KEY, None)
         if valid is not None:
             check_array(done, _key_name(("next", tk.done)))
             check_array(terminated, _key_name(("next", tk.terminated)))
@@ -823,13 +823,12 @@ class TD0Estimator(_ReturnEstimator):
 
     def _estimate(self, gamma, next_value, reward, done, terminated, time_dim):
         """:func:`~arrayrl.value.functional.td0_return_estimate`. With a Python ``float`` gamma (the common case) its
-        formula ``r + gamma * where(terminated, 0, V')`` is applied directly: ``_target`` has just checked these
-        arrays (``_check_signals``: one library and device, one float dtype, one shape), so the functional's
-        re-check of the same arrays is skipped (``float32 in, float32 out``: a Python float does not promote). A
-        gamma outside ``[0, 1]`` (reassigned after construction) goes to the functional, which raises."""
+        unchecked formula :func:`~arrayrl.value.functional._td0_target` is applied directly: ``_target`` has just
+        checked these arrays (``_check_signals``: one library and device, one float dtype, one shape), so the
+        functional's re-check of the same arrays is skipped (``float32 in, float32 out``: a Python float does not
+        promote). A gamma outside ``[0, 1]`` (reassigned after construction) goes to the functional, which raises."""
         if type(gamma) is float and 0.0 <= gamma <= 1.0:
-            xp = namespace_of(reward, next_value)
-            return reward + gamma * xp.where(terminated, xp.zeros_like(next_value), next_value)
+            return F._td0_target(gamma, next_value, reward, terminated)
         return F.td0_return_estimate(gamma, next_value, reward, terminated)
 
 

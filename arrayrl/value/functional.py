@@ -300,8 +300,19 @@ def td0_return_estimate(
         )
         terminated = done
     ctx = _prepare({"next_state_value": next_state_value, "reward": reward}, {"terminated": terminated})
-    g = _coef(ctx, gamma, "gamma")
-    return reward + g * _masked(ctx, terminated, next_state_value)
+    return _td0_target(_coef(ctx, gamma, "gamma"), next_state_value, reward, terminated, zero=ctx.zero)
+
+
+def _td0_target(gamma: Any, next_state_value: Any, reward: Any, terminated: Any, *, zero: Any = None) -> Any:
+    """``r + gamma * where(terminated, 0, V')``, the formula of :func:`td0_return_estimate` **without its checks**:
+    for callers that have already checked the arrays (one library, device, float dtype and shape; ``terminated``
+    bool) and ``gamma`` (a float in ``[0, 1]`` or a checked array), e.g. :class:`~arrayrl.value.TD0Estimator`.
+    ``zero``: a 0-d zero of the values' dtype and device (built when not given). A select, so NaN/inf in ``V'``
+    under ``terminated`` never leaks."""
+    xp = namespace_of(reward, next_state_value)
+    if zero is None:
+        zero = xp.zeros((), dtype=next_state_value.dtype, device=next_state_value.device)
+    return reward + gamma * xp.where(terminated, zero, next_state_value)
 
 
 def td0_advantage_estimate(

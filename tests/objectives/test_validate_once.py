@@ -14,7 +14,7 @@ import pytest
 import arrayrl.objectives as O
 from arrayrl import _validate as V
 from arrayrl import data as _data
-from arrayrl._validate import IndexRangeError, StructureCache, batch_entry, lookup, require
+from arrayrl._validate import IndexRangeError, StructureCache, batch_entry
 from arrayrl.nn import MLP, QValueActor
 from arrayrl.objectives import functional as OF
 from arrayrl.objectives.actor_critic import _sg_tree
@@ -59,21 +59,25 @@ def _error_of(fn):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-@pytest.mark.parametrize("key", ["a", ("a",), ("n", "b"), ("n", ("b",)), ("n", "x"), ("missing",), ("a", "deeper"),
-                                 ("m", "c")])
-def test_lookup_agrees_with_data_get_or(key):
+@pytest.mark.parametrize("key, found", [("a", True), (("a",), True), (("n", "b"), True), (("n", ("b",)), True),
+                                        (("n", "x"), False), (("missing",), False), (("a", "deeper"), False),
+                                        (("m", "c"), True)])
+def test_nested_reads_on_dict_and_mapping_nodes(key, found):
+    """The loss layer reads nested entries with ``data.get_or`` (plain-dict fast path): the same answer for plain
+    dicts, a non-dict ``Mapping`` node and a non-dict root."""
     leaf = np.zeros(2)
     batch = {"a": leaf, "n": {"b": leaf}, "m": types.MappingProxyType({"c": leaf})}  # a non-dict Mapping node
-    assert lookup(batch, key, "absent") is _data.get_or(batch, key, "absent")
-    proxy = types.MappingProxyType(batch)  # a non-dict root: the fallback
-    assert lookup(proxy, key, "absent") is _data.get_or(proxy, key, "absent")
+    want = leaf if found else "absent"
+    assert _data.get_or(batch, key, "absent") is want
+    proxy = types.MappingProxyType(batch)  # a non-dict root
+    assert _data.get_or(proxy, key, "absent") is want
 
 
-def test_require_returns_the_entry_or_raises_the_key_error_of_data_get():
+def test_required_reads_return_the_entry_or_raise_a_key_error_naming_it():
     batch = {"a": np.zeros(2), "n": {"b": np.ones(1)}}
-    assert require(batch, ("n", "b")) is batch["n"]["b"]
-    want = _error_of(lambda: _data.get(batch, ("n", "c"), what="role"))
-    assert want[0] is KeyError and _error_of(lambda: require(batch, ("n", "c"), what="role")) == want
+    assert _data.get(batch, ("n", "b")) is batch["n"]["b"]
+    err = _error_of(lambda: _data.get(batch, ("n", "c"), what="role"))
+    assert err[0] is KeyError and "('n', 'c') (role) not found" in err[1] and "('n', 'b')" in err[1]
 
 
 def test_structure_cache_bounds_and_unhashable_signatures():

@@ -12,7 +12,6 @@ from typing import Any, Mapping
 
 from ... import data as _data
 from ..._backend import namespace_of
-from ..._validate import require
 from ...nn.keyed import KeyedModule, KeyedModuleBase
 from ...nn.multiagent import Mixer
 from .. import functional as F
@@ -188,7 +187,7 @@ class QMixerLoss(LossModule):
 
     def _forward(self, batch: Mapping, params: dict) -> dict:
         tk = self.tensor_keys
-        action = require(batch, tk.action, what="agents' actions")
+        action = _data.get(batch, tk.action, what="agents' actions")
         q_tot = self._mix(params["local_value_network"], params["mixer_network"], batch, action)
         xp = namespace_of(q_tot)
         pred = xp.squeeze(q_tot, axis=-1)
