@@ -37,6 +37,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
+from . import _kernels
 from . import data as _data
 from ._backend import backend_name, device_of, is_array, is_taped, namespace_of
 from ._checks import check_array
@@ -123,8 +124,7 @@ def check_index_range(index: Any, n: int, name: str, *, enabled: bool | None = N
     raw = index.value if is_taped(index) else index
     if math.prod(raw.shape) == 0:
         return
-    xp = namespace_of(raw)
-    lo, hi = int(xp.min(raw)), int(xp.max(raw))
+    lo, hi = _kernels.int_range(raw)
     if lo < 0 or hi >= n:
         raise IndexRangeError(f"{name}: expected integers in [0, {n}), got values outside (min {lo}, max {hi})")
 

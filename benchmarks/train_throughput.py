@@ -13,7 +13,8 @@ the real next observation into the buffer):
   delayed actor and target updates).
 
 The plain-torch twins are CleanRL's loops with ``torch.nn``/``torch.optim.Adam`` and a NumPy ring buffer sampled
-with NumPy and converted with ``torch.from_numpy`` (what CleanRL's stable-baselines3 buffer does); ``torch`` runs with
+with NumPy and converted with ``torch.from_numpy`` (what CleanRL's stable-baselines3 buffer does); with ``--torchrl``, DQN also runs a third
+side, the same loop on TorchRL's own actor, ``DQNLoss``, ``HardUpdate`` and ``ReplayBuffer`` (:mod:`torchrl_dqn`); ``torch`` runs with
 **1 thread** (``torch.set_num_threads``), as the recipes run with 1 OpenBLAS thread (``threads=1``). Each run is a
 fresh subprocess, alternating between the two sides (and alternating which goes first); the figures are env steps/s
 of the whole loop (environment, acting, buffer, training) over ``--steps`` steps, per wall-clock second and per CPU
@@ -390,8 +391,22 @@ def arrayrl_recipe(algo: str, steps: int, learning_starts: int | None, seed: int
     return {"steps_per_s": s.steps / s.wall_time, "wall_time": s.wall_time, "cpu_time": cpu, "episodes": s.episodes}
 
 
+def torchrl_twin(algo: str, steps: int, learning_starts: int | None, seed: int, threads: int) -> dict:
+    """The TorchRL twin (:mod:`torchrl_dqn`: TorchRL's actor, loss, estimator, target updater and buffer in
+    CleanRL's loop); DQN only."""
+    import gymnasium  # noqa: F401 - imported before the CPU clock starts, as on the other paths
+    import torchrl.objectives  # noqa: F401
+    from torchrl_dqn import torchrl_dqn
+
+    if algo != "dqn":
+        raise ValueError(f"--torchrl: only the dqn twin is built, got {algo}")
+    c0 = time.process_time()
+    res = torchrl_dqn(steps, learning_starts, seed, threads)
+    return {**res, "cpu_time": time.process_time() - c0}
+
+
 def _child(args: argparse.Namespace) -> None:
-    fn = plain_torch if args.impl == "torch-cleanrl" else arrayrl_recipe
+    fn = {"torch-cleanrl": plain_torch, "torchrl": torchrl_twin}.get(args.impl, arrayrl_recipe)
     ls = None if args.learning_starts is None or args.learning_starts < 0 else args.learning_starts
     print("RESULT " + json.dumps(fn(args.algo, args.steps, ls, args.seed, args.threads)), flush=True)
 
@@ -408,12 +423,15 @@ def main() -> None:
     p.add_argument("--baseline", default=None,
                    help="also run the arrayrl recipe importing arrayrl from this source tree (impl arrayrl-baseline: "
                         "a before/after comparison in the same rotation)")
+    p.add_argument("--torchrl", action="store_true",
+                   help="also run the TorchRL twin (benchmarks/torchrl_dqn.py; impl torchrl, dqn only)")
     p.add_argument("--impl", default=None, help=argparse.SUPPRESS)  # child process
     p.add_argument("--algo", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.impl:
         return _child(args)
     impls = ["arrayrl-numpy", "torch-cleanrl"] + (["arrayrl-baseline"] if args.baseline else [])
+    impls += ["torchrl"] if args.torchrl else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), os.environ.get("PYTHONPATH")]))}
     base_env = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)} if args.baseline else None
@@ -424,8 +442,9 @@ def main() -> None:
         _, steps, ls = ALGOS[algo]
         steps = args.steps or steps
         ls = ls if args.learning_starts is None or ls is None else args.learning_starts
+        sides = [i for i in impls if i != "torchrl" or algo == "dqn"]  # (the TorchRL twin exists for DQN only)
         for rep in range(args.repeats):
-            for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:  # rotate which goes first
+            for impl in sides[rep % len(sides):] + sides[:rep % len(sides)]:  # rotate which goes first
                 load = _load()
                 cmd = [sys.executable, __file__, "--impl", impl, "--algo", algo, "--steps", str(steps),
                        "--learning-starts", str(-1 if ls is None else ls), "--seed", str(args.seed),
@@ -438,12 +457,16 @@ def main() -> None:
                 print(f"{algo} {impl:14s} repeat {rep}: {res['steps_per_s']:7.0f} steps/s ({res['wall_time']:.1f} s "
                       f"wall, {res['cpu_time']:.1f} s CPU), load {load}", flush=True)
         mine = [r for r in rows if r["algo"] == algo]
-        med = {i: statistics.median(r["steps_per_s"] for r in mine if r["impl"] == i) for i in impls}
-        cpu = {i: statistics.median(r["steps"] / r["cpu_time"] for r in mine if r["impl"] == i) for i in impls}
+        med = {i: statistics.median(r["steps_per_s"] for r in mine if r["impl"] == i) for i in sides}
+        cpu = {i: statistics.median(r["steps"] / r["cpu_time"] for r in mine if r["impl"] == i) for i in sides}
         print(f"{algo}: median arrayrl {med['arrayrl-numpy']:.0f}, torch {med['torch-cleanrl']:.0f} steps/s (wall), "
               f"ratio {med['arrayrl-numpy'] / med['torch-cleanrl']:.2f}x; per CPU second: arrayrl "
               f"{cpu['arrayrl-numpy']:.0f}, torch {cpu['torch-cleanrl']:.0f}, ratio "
               f"{cpu['arrayrl-numpy'] / cpu['torch-cleanrl']:.2f}x", flush=True)
+        if "torchrl" in med:
+            print(f"{algo}: TorchRL twin {med['torchrl']:.0f} steps/s (wall), {cpu['torchrl']:.0f} per CPU s; arrayrl / "
+                  f"TorchRL {med['arrayrl-numpy'] / med['torchrl']:.2f}x wall, "
+                  f"{cpu['arrayrl-numpy'] / cpu['torchrl']:.2f}x CPU", flush=True)
         if args.baseline:
             print(f"{algo}: baseline arrayrl {med['arrayrl-baseline']:.0f} steps/s (wall, ratio to torch "
                   f"{med['arrayrl-baseline'] / med['torch-cleanrl']:.2f}x), {cpu['arrayrl-baseline']:.0f} per CPU s "
