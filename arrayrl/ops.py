@@ -24,6 +24,9 @@ function                         value                                      VJP 
                                                                             ``gz.mT @ x``, ``sum_rows(gz)``
 ``mlp(x, layers, activations)``  ``linear`` stacked, one node              ``linear``'s, last layer first
 ================================ ========================================== =================================
+
+Two reductions of the greedy Q-value heads, :func:`max_last` and :func:`argmax_last`, are the namespace's own
+``max``/``argmax`` (taped or not) with a NumPy shortcut that skips NumPy's Python-level reduction wrappers.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import operator
 import numpy as _np
 
 from . import _cupy_kernels, _kernels, _numba_scan, _pool
+from ._backend import namespace_of
 from ._scan import reverse_discounted_scan_raw
 from .autodiff.core import Tensor, defvjp, defvjp_joint, primitive, sum_to_shape
 from .autodiff.core import _raw_mul as _mul, _raw_sub as _sub  # operators; large NumPy results pooled (_pool)
@@ -55,6 +59,8 @@ __all__ = [
     "reverse_discounted_scan",
     "linear",
     "mlp",
+    "max_last",
+    "argmax_last",
 ]
 
 
@@ -314,8 +320,18 @@ def _mlp_raw(activations: tuple, saved: list, x: Any, *weights_biases: Any) -> A
 
     NumPy: when every layer's product is below the BLAS policy's threshold, the whole stack runs inside ONE
     :func:`blas_call` (one thread switch instead of one per layer) on :func:`arrayrl._kernels.linear` (small
-    layers on :func:`linear`'s lean path); otherwise each layer as raw :func:`linear`."""
-    if _stack_work(x, weights_biases) < serial_below():
+    layers on :func:`linear`'s lean path); otherwise each layer as raw :func:`linear`. A stack whose every
+    product is under :data:`LEAN_WORK` skips the switch (three ``ctypes`` calls, ~1.5 us): OpenBLAS runs those
+    products on one thread by itself, so the policy has nothing to change there."""
+    return _mlp_stack(activations, saved, x, weights_biases)
+
+
+def _mlp_stack(activations: tuple, saved: list, x: Any, weights_biases: Any) -> Any:
+    """The body of :func:`_mlp_raw` (``weights_biases`` a sequence; :func:`mlp` calls it directly on raw NumPy)."""
+    work = _stack_work(x, weights_biases)
+    if work < serial_below():
+        if work < LEAN_WORK:
+            return _mlp_serial(activations, saved, x, weights_biases)
         return blas_call(0, _mlp_serial, activations, saved, x, weights_biases)
     h = x
     for i, act in enumerate(activations):
@@ -330,22 +346,48 @@ def _stack_work(x: Any, weights_biases: tuple) -> int:
     if type(x) is not _ND:
         return serial_below()
     rows = x.shape[-2] if x.ndim == 3 else (x.size // x.shape[-1] if x.shape[-1] else 0)
-    work = 0
+    largest = 0  # in x out of the largest matrix (a plain loop: this runs on every raw forward)
     for w in weights_biases[::2]:
         if type(w) is not _ND:
             return serial_below()
-        work = max(work, rows * w.shape[-1] * w.shape[-2])
-    return work
+        shape = w.shape
+        size = shape[-1] * shape[-2]
+        if size > largest:
+            largest = size
+    return rows * largest
 
 
 def _mlp_serial(activations: tuple, saved: list, x: Any, weights_biases: tuple) -> Any:
-    """The layers of :func:`_mlp_raw` on NumPy, the BLAS threads already set (no policy per product)."""
+    """The layers of :func:`_mlp_raw` on NumPy, the BLAS threads already set (no policy per product): small layers
+    (:func:`_is_small`) on :func:`linear`'s lean path, others on :func:`arrayrl._kernels.linear`."""
     h = x
     for i, act in enumerate(activations):
         w, b = weights_biases[2 * i], weights_biases[2 * i + 1]
-        h = _lean_linear(h, w, b, act) if _is_lean(h, w, b) else _kernels.linear(h, w, b, act)
+        h = _lean_linear(h, w, b, act) if _is_small(h, w, b) else _kernels.linear(h, w, b, act)
         saved.append(h)
     return h
+
+
+#: from this many rows on, ``_kernels.linear`` may tile the bias add of narrow rows (``_kernels._add_rows_np``)
+_TILED_ROWS = 2048
+
+
+def _is_small(x: Any, weight: Any, bias: Any) -> bool:
+    """Raw 2-D NumPy operands of one dtype (as :func:`_is_lean`) whose output ``[M, out]`` is smaller than the
+    buffer pool's :data:`arrayrl._pool.MIN_BYTES` and has fewer than 2048 rows: then
+    :func:`arrayrl._kernels.linear` would neither pool the output nor tile the bias add, and :func:`_lean_linear`
+    runs the same ufuncs in fewer Python calls (the same values). Only for products whose BLAS threads are
+    already decided (:func:`_mlp_serial`); :func:`linear` alone uses :func:`_is_lean`."""
+    return (
+        type(x) is _ND
+        and type(weight) is _ND
+        and x.ndim == 2
+        and weight.ndim == 2
+        and x.shape[0] < _TILED_ROWS
+        and x.shape[0] * weight.shape[0] * x.itemsize < _pool.MIN_BYTES
+        and x.dtype is weight.dtype
+        and (bias is None or (type(bias) is _ND and bias.dtype is weight.dtype))
+    )
 
 
 def _mlp_taped(activations: tuple, x: Any, weights_biases: tuple) -> list:
@@ -408,6 +450,14 @@ def _all_numpy(arrays: Any) -> bool:
     return True
 
 
+def _all_raw_numpy(arrays: Any) -> bool:
+    """Every entry is a raw NumPy array or None (a bias left out): nothing to record on a tape."""
+    for a in arrays:
+        if type(a) is not _ND and a is not None:
+            return False
+    return True
+
+
 _CHECKED_ACTIVATIONS: set = set()  # activation tuples already validated by mlp (a hashable tuple is checked once)
 
 
@@ -432,16 +482,41 @@ def mlp(x: Any, layers: Any, activations: Any) -> Any:
     """
     if len(activations) != len(layers):
         raise ValueError(f"activations: expected one per layer ({len(layers)}), got {len(activations)}")
-    acts = tuple(activations)
+    acts = activations if type(activations) is tuple else tuple(activations)
     if acts not in _CHECKED_ACTIVATIONS:
         for act in acts:
             if act not in _kernels.LINEAR_ACTIVATIONS:
                 raise ValueError(f"activations: expected entries in {_kernels.LINEAR_ACTIVATIONS}, got {act!r}")
         _CHECKED_ACTIVATIONS.add(acts)
     flat = [a for wb in layers for a in wb]
+    if type(x) is _ND and _all_raw_numpy(flat):
+        return _mlp_stack(acts, [], x, flat)  # raw NumPy: nothing to record, so no primitive wrapper
     if _all_numpy(flat) and _all_numpy((x,)):
-        return _mlp(acts, [], x, *flat)  # raw: the layers run directly; taped: one node
+        return _mlp(acts, [], x, *flat)  # one node on the tape
     h = x
     for (w, b), act in zip(layers, activations):
         h = _linear(h, w, b, act)
     return h
+
+
+# ---------------------------------------------------------------------------------------------- greedy reductions
+_max_reduce_np, _int64_np = _np.maximum.reduce, _np.dtype(_np.int64)
+
+
+def max_last(x: Any) -> Any:
+    """``xp.max(x, axis=-1, keepdims=True)``: ``[*B, A] -> [*B, 1]``, raw or taped (the gradient goes to one index).
+
+    Raw NumPy: the ufunc reduction ``np.max`` itself calls (the same values, without its ~2 us wrapper)."""
+    if type(x) is _ND:
+        return _max_reduce_np(x, axis=-1, keepdims=True)
+    return namespace_of(x).max(x, axis=-1, keepdims=True)
+
+
+def argmax_last(x: Any) -> Any:
+    """``astype(xp.argmax(x, axis=-1), int64)``: the first maximum's index, ``[*B, A] -> [*B]`` int64 (constant
+    on the tape). Raw NumPy: the array's own ``argmax`` (what ``np.argmax`` calls)."""
+    if type(x) is _ND:
+        i = x.argmax(axis=-1)
+        return i if i.dtype == _int64_np else i.astype(_int64_np)
+    xp = namespace_of(x)
+    return xp.astype(xp.argmax(x, axis=-1), xp.int64, copy=False)

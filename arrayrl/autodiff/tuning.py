@@ -5,7 +5,8 @@
 processes, torch's thread pool, data loaders) they then collapse: one DQN update (batch 256, MLP 4-64-64-2) took
 7 ms with the default threads and 0.65 ms single-threaded. So every NumPy matrix product that arrayrl itself
 issues (the fused :func:`arrayrl.ops.linear` and its VJP, :func:`arrayrl.ops.mlp` with one switch for the whole
-stack when every layer is below the threshold, the taped namespace's ``matmul`` and ``@``, the matmul
+stack when every layer is below the threshold -- none when every product is under ``arrayrl.ops.LEAN_WORK``
+multiply-adds, where OpenBLAS is serial by itself --, the taped namespace's ``matmul`` and ``@``, the matmul
 VJPs, the BLAS row sums of :func:`~arrayrl.autodiff.sum_to_shape`) goes through :func:`blas_call`: a product of
 fewer than :data:`SERIAL_BELOW` multiply-adds per matrix (``m * k * n``) runs with OpenBLAS set to one thread,
 and the caller's thread count is restored right after. Larger products keep the process's setting (they amortise

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping  # (not typing.Mapping: isinstance against it is 3x slower)
 from typing import Any, Callable, Sequence, cast
 
+from .. import ops
 from .._backend import namespace_of
 from .._checks import check_floating
 from ..data import NestedKey, get, get_or, key_str, unravel_key, with_
@@ -141,8 +142,8 @@ class KeyedModule(KeyedModuleBase):
     def params(self) -> Any:
         """The parameter tree: ``fn.params`` (read live) when wrapping a Module without explicit ``params``, else
         the tree this keyed module owns. Assigning writes through to the same place."""
-        # (_delegate is only set when fn is a Module)
-        return cast(Module, self.fn).params if self._delegate else self._own_params
+        # (_delegate is only set when fn is a Module; no typing.cast on this per-call path)
+        return self.fn.params if self._delegate else self._own_params  # type: ignore[union-attr]
 
     @params.setter
     def params(self, value: Any) -> None:
@@ -223,6 +224,19 @@ class Sequential(KeyedModuleBase):
             return params[str(i)]
         except (KeyError, TypeError):
             raise KeyError(f"params: expected a dict with keys {[str(j) for j in range(len(self.modules))]}, missing {str(i)!r}") from None
+
+    def __call__(self, batch: Mapping, **options: Any) -> dict:
+        """``apply(self.params, batch, **options)``, with each module reading its own tree live
+        (``modules[i].params``) instead of through the ``{"0": ..., "1": ...}`` dict that :attr:`params` builds on
+        every read. A subclass that overrides :meth:`apply` or :attr:`params` gets exactly
+        ``apply(self.params, batch, **options)``."""
+        cls = type(self)
+        if cls.apply is not Sequential.apply or cls.params is not Sequential.params:
+            return self.apply(self.params, batch, **options)
+        out: Any = batch  # (a module's output dict after the loop: __init__ requires at least one module)
+        for m in self.modules:
+            out = m.apply(m.params, out, **options)
+        return out
 
     def apply(self, params: Any, batch: Mapping, *, generator: Any = None, interaction_type: str | None = None) -> dict:
         # (__init__ requires at least one module, so ``out`` is always a module's output dict)
@@ -581,17 +595,16 @@ class QValueModule(_ParameterFree, KeyedModuleBase):
         check_floating(action_values, name)
         if action_values.ndim < 1:
             raise ValueError(f"{name}: expected shape [*B, A], got a 0-d array")
-        xp = namespace_of(action_values)
         q = action_values
         if self.action_space == "categorical":
-            action = xp.astype(xp.argmax(q, axis=-1), xp.int64, copy=False)
             # q[action] is the maximum itself (same value, and the gradient goes to one index, as the gather's)
-            return action, xp.max(q, axis=-1, keepdims=True)
+            return ops.argmax_last(q), ops.max_last(q)
+        xp = namespace_of(action_values)
         if self.action_space == "one_hot":
-            action = xp.astype(q == xp.max(q, axis=-1, keepdims=True), xp.int64)
+            action = xp.astype(q == ops.max_last(q), xp.int64)
         else:  # mult_one_hot
             parts = [q[..., a:b] for a, b in self._blocks(q.shape[-1])]
-            action = xp.concat([xp.astype(p == xp.max(p, axis=-1, keepdims=True), xp.int64) for p in parts], axis=-1)
+            action = xp.concat([xp.astype(p == ops.max_last(p), xp.int64) for p in parts], axis=-1)
         chosen = xp.sum(xp.multiply(xp.astype(action, q.dtype), q), axis=-1, keepdims=True)
         return action, chosen
 

@@ -14,9 +14,10 @@ Checks (shapes and dtypes only, never data; cheap enough for every call): ``appl
 the tree against the layer's sizes -- presence, no unexpected keys, exact shapes (a ``(1,)`` bias is an error, not a
 broadcast) -- with messages naming the path (``params['2']['bias']: expected shape (64,), got (1,)``), and the
 inputs' feature size. The module's own tree (what ``module(x)`` and the keyed modules pass when acting) is checked
-once per tree object (a newly assigned tree at its first use; see ``_Layer._ensemble_of``). Size arguments
-accept any integer-like (``operator.index``: ``np.int64`` from ``action_space.n`` included) and reject bools,
-floats and negative values by name. ``dtype``/``xp``/``device`` given at construction are the defaults of
+once per tree object (a newly assigned tree at its first use; see ``_Layer._ensemble_of``); an MLP's input check
+runs once per input signature (array type, dtype, last dimension: all it looks at; see ``_check_input``). Size
+arguments accept any integer-like (``operator.index``: ``np.int64`` from ``action_space.n`` included) and reject
+bools, floats and negative values by name. ``dtype``/``xp``/``device`` given at construction are the defaults of
 :meth:`init` too (``MLP(..., dtype=np.float32).init(g)`` is float32); ``generator`` may be an arrayrl
 :class:`~arrayrl.random.Generator` or a NumPy/torch generator to wrap (:func:`arrayrl.random.as_generator`).
 """
@@ -148,6 +149,29 @@ def _check_features(x: Any, n: int, name: str) -> None:
     check_array(x, name)
     if x.ndim < 1 or x.shape[-1] != n:
         raise ValueError(f"{name}: expected a last dimension of size {n} (in_features), got shape {_shape_str(x.shape)}")
+
+
+#: ``(in_features, array type, dtype, last dimension)`` of inputs already accepted by :func:`_check_input`
+_INPUTS_OK: set = set()
+_INPUTS_OK_MAX = 1024  # (cleared when full: a bound, not an eviction policy)
+
+
+def _check_input(x: Any, n: int) -> None:
+    """``check_floating(x, "input")`` and ``_check_features(x, n, "input")``, run once per signature (array type,
+    dtype, last dimension; what the checks look at) and remembered: acting calls a network on arrays of one
+    signature thousands of times."""
+    try:
+        key = (n, type(x), x.dtype, x.shape[-1:])
+        if key in _INPUTS_OK:
+            return
+    except (AttributeError, TypeError):  # not an array, or an unhashable dtype: the checks say what is wrong
+        key = None
+    check_floating(x, "input")
+    _check_features(x, n, "input")
+    if key is not None:
+        if len(_INPUTS_OK) >= _INPUTS_OK_MAX:
+            _INPUTS_OK.clear()
+        _INPUTS_OK.add(key)
 
 
 def _sizes(value: Any, name: str, minimum: int = 0) -> tuple:
@@ -481,6 +505,11 @@ class MLP(_Layer):
         """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""
         x = self._concat_inputs(inputs, params)
         _check_stacked(stacked_input, n)
+        if x.ndim == 2 and not stacked_input and self._stack_acts is not None and len(self._out_shape) == 1:
+            # the common case (acting, a target network, a critic ensemble on a shared input): [M, in] -> [M, out]
+            # or [N, M, out], nothing to reshape
+            return ops.mlp(x, [(params[key]["weight"], params[key].get("bias")) for key in self._keys],
+                           self._stack_acts)
         # the namespace is only needed to reshape; the layers take the namespace of their arrays
         xp = namespace_of(x) if x.ndim != (3 if n is not None and stacked_input else 2) else None
         h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
@@ -507,8 +536,7 @@ class MLP(_Layer):
             raise TypeError("MLP.apply: expected at least one input array")
         if len(inputs) == 1:
             x = inputs[0]
-            check_floating(x, "input")
-            _check_features(x, self.in_features, "input")
+            _check_input(x, self.in_features)
             return x
         for i, a in enumerate(inputs):
             check_floating(a, f"inputs[{i}]")
