@@ -34,12 +34,12 @@ __all__ = ["make_envs", "action_bounds", "qvalue_network", "UniformActions", "up
 
 
 def make_envs(env_id: str, num_envs: int, algo: str):
-    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset; the action space must be a
-    bounded ``Box``."""
+    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset (``copy=False``:
+    :class:`VectorRollout` copies the observation itself); the action space must be a bounded ``Box``."""
     import gymnasium as gym
 
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
     space = envs.single_action_space
     if not isinstance(space, gym.spaces.Box) or not (np.all(np.isfinite(space.low))
                                                      and np.all(np.isfinite(space.high))):

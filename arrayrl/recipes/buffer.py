@@ -8,6 +8,12 @@ Writes use ``__setitem__`` with a contiguous integer slice (``storage[i:j, ...] 
 array API allows; a write that runs past the end of the ring is split into two slices. Sampling draws integer
 indices from an :class:`arrayrl.random.Generator` (uniform, with replacement) and gathers with ``take``.
 
+Both run once per environment step in the recipes, so the structure is compiled once, from the first batch, into
+flat lists: the nested dicts (each read with one ``itemgetter``, its size checked), the expected dtype and shape
+of every leaf (one comparison each), and a layout that rebuilds the nested output of :meth:`ReplayBuffer.sample`.
+On NumPy storage, ``take`` is the array's own method (``ndarray.take``, the same gather without ``np.take``'s
+dispatch).
+
 Example:
     >>> import numpy as np
     >>> from arrayrl import Generator
@@ -21,8 +27,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from .. import data as _data
 from .._backend import device_of, namespace_of
@@ -35,6 +45,21 @@ def _at(batch: Mapping, path: tuple) -> Any:
     for k in path:
         batch = batch[k]
     return batch
+
+
+def _item_getter(names: list) -> Callable[[Mapping], tuple]:
+    """``node -> (node[names[0]], node[names[1]], ...)``, always a tuple (``operator.itemgetter`` is one for 2+)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda node: (node[name],)
+    return operator.itemgetter(*names) if names else lambda node: ()
+
+
+def _gather(storage: Any) -> Callable[[Any], Any]:
+    """``idx -> take(storage, idx, axis=0)``: ``ndarray.take`` on NumPy, else the namespace's ``take``."""
+    if type(storage) is np.ndarray:
+        return functools.partial(storage.take, axis=0)
+    return functools.partial(namespace_of(storage).take, storage, axis=0)
 
 
 class ReplayBuffer:
@@ -51,10 +76,17 @@ class ReplayBuffer:
         if int(capacity) != capacity or capacity < 1:
             raise ValueError(f"capacity: expected an integer >= 1, got {capacity!r}")
         self.capacity = int(capacity)
-        self._keys: list[tuple] = []  # nested keys of the leaves, in the first batch's order (empty: unallocated)
-        self._storage: list[Any] = []  # one array [capacity, *shape] per key
-        self._dict_sizes: list = []  # (path of a nested dict, its number of entries)
-        self._signature: list = []  # (dtype, trailing shape) of each storage array
+        # the structure, compiled from the first batch (empty: unallocated); the leaves are numbered dict by dict
+        # (breadth first), in each dict's order
+        self._keys: list[tuple] = []  # nested key of each leaf
+        self._storage: list[Any] = []  # one array [capacity, *shape] per leaf
+        self._gathers: list = []  # one `idx -> storage[idx]` per leaf
+        self._reads: list = []  # per nested dict: (path, number of entries, getter of its leaves)
+        self._layout: list = []  # (parent dict, key, leaf number or None for a nested dict), to rebuild a batch
+        self._dtypes: list = []  # the dtype of every leaf
+        self._trailing: list = []  # the trailing shape of every leaf
+        self._n = -1  # the batch size of the last batch, and the full shapes expected with it
+        self._shapes: list = []
         self._pos = 0  # next row to write
         self._size = 0
 
@@ -64,18 +96,32 @@ class ReplayBuffer:
     # ------------------------------------------------------------------------------------------ writing
     def _allocate(self, batch: Mapping) -> None:
         """Fix the structure from the first batch: keys, trailing shapes, dtypes, devices."""
-        keys = _data.keys(batch)
+        keys: list = []
+        layout: list = []
+        reads: list = []
+        nodes, paths = [batch], [()]
+        for parent, node in enumerate(nodes):  # breadth first: `nodes` grows while it is walked
+            names = []
+            for k, v in node.items():
+                if isinstance(v, Mapping):
+                    layout.append((parent, k, None))
+                    nodes.append(v)
+                    paths.append(paths[parent] + (k,))
+                else:
+                    layout.append((parent, k, len(keys)))
+                    keys.append(paths[parent] + (k,))
+                    names.append(k)
+            reads.append((paths[parent], len(node), _item_getter(names)))
         if not keys:
             raise ValueError("batch: expected a nested dict with at least one array")
-        leaves = [_data.get(batch, k) for k in keys]
+        leaves = [_at(batch, k) for k in keys]
         self._check_leaves(keys, leaves, None)
-        self._keys = keys
+        self._keys, self._layout, self._reads = keys, layout, reads
         self._storage = [namespace_of(x).zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=device_of(x))
                          for x in leaves]
-        self._signature = [(s.dtype, s.shape[1:]) for s in self._storage]  # what every later leaf must match
-        # the size of every nested dict, so that an extra key is caught without walking the batch
-        self._dict_sizes = [(p, len(_data.get(batch, p)) if p else len(batch))
-                            for p in {k[:i] for k in keys for i in range(len(k))}]
+        self._gathers = [_gather(s) for s in self._storage]
+        self._dtypes = [s.dtype for s in self._storage]  # what every later leaf must match
+        self._trailing = [tuple(s.shape[1:]) for s in self._storage]
 
     def _check_leaves(self, keys: list, leaves: list, storage: list | None) -> int:
         """The common batch size; ``ValueError`` naming the key for a bad leaf (no batch axis, another batch size,
@@ -109,21 +155,28 @@ class ReplayBuffer:
                           f"{missing}, unexpected keys {extra}")
 
     def _leaves(self, batch: Mapping) -> tuple[list, int]:
-        """The batch's leaves in storage order and its size, checked against the storage (the hot path: a few
-        dict lookups and comparisons per leaf)."""
-        if not isinstance(batch, Mapping):
+        """The batch's leaves in storage order and its size, checked against the storage (the hot path: per nested
+        dict one lookup, one ``len`` and one ``itemgetter``; per leaf one dtype and one shape comparison)."""
+        if type(batch) is not dict and not isinstance(batch, Mapping):
             raise TypeError(f"batch: expected a nested dict of arrays, got {type(batch).__name__}")
+        leaves: list = []
         try:
-            leaves = [batch[k[0]] if len(k) == 1 else _at(batch, k) for k in self._keys]
-            sizes_ok = all(len(_at(batch, p)) == size for p, size in self._dict_sizes)
+            for path, size, get in self._reads:
+                node = _at(batch, path)
+                if len(node) != size:  # an extra (or missing) key
+                    raise KeyError(path)
+                leaves += get(node)
         except (KeyError, TypeError, IndexError):
             raise self._structure_error(batch) from None
-        if not sizes_ok:
-            raise self._structure_error(batch)
         try:
             n = leaves[0].shape[0]
-            ok = all(x.dtype == dtype and x.shape[1:] == trailing and x.shape[0] == n
-                     for x, (dtype, trailing) in zip(leaves, self._signature))
+            if n != self._n:  # the full shapes expected for this batch size (it rarely changes)
+                self._n, self._shapes = n, [(n, *t) for t in self._trailing]
+            ok = True
+            for x, dtype, shape in zip(leaves, self._dtypes, self._shapes):
+                if x.dtype != dtype or x.shape != shape:
+                    ok = False
+                    break
         except (AttributeError, IndexError, TypeError):
             ok = False
         if not ok:
@@ -156,22 +209,28 @@ class ReplayBuffer:
         self._size = min(self._size + n, cap)
 
     # ------------------------------------------------------------------------------------------ reading
+    def _assemble(self, leaves: list) -> dict:
+        """The nested dict of the first batch's structure (and key order) holding ``leaves`` (in storage order)."""
+        nodes: list = [{}]
+        for parent, key, leaf in self._layout:  # breadth first, as the nested dicts were numbered
+            if leaf is None:
+                nodes.append({})
+                nodes[parent][key] = nodes[-1]
+            else:
+                nodes[parent][key] = leaves[leaf]
+        return nodes[0]
+
     def sample(self, batch_size: int, generator: Any) -> dict:
         """``batch_size`` transitions drawn uniformly with replacement, as a nested dict of ``[batch_size, ...]``.
 
-        ``generator`` (an :class:`arrayrl.random.Generator` of the buffer's namespace and device) draws the indices.
+        ``generator`` (an :class:`arrayrl.random.Generator` of the buffer's namespace and device) draws the indices
+        ``idx`` (one call, ``integers(0, len(self), (batch_size,))``); every leaf is ``take(storage, idx, axis=0)``.
         """
         if self._size == 0:
             raise RuntimeError("sample: the buffer is empty")
         idx = generator.integers(0, self._size, (int(batch_size),))
-        out: dict = {}
-        for k, s in zip(self._keys, self._storage):
-            _data.set_(out, k, namespace_of(s).take(s, idx, axis=0))
-        return out
+        return self._assemble([gather(idx) for gather in self._gathers])
 
     def storage(self) -> dict:
         """The whole storage as a nested dict of ``[capacity, ...]`` arrays (rows ``>= len(self)`` are unused)."""
-        out: dict = {}
-        for k, s in zip(self._keys, self._storage):
-            _data.set_(out, k, s)
-        return out
+        return self._assemble(self._storage)

@@ -83,11 +83,12 @@ class Options:
 
 
 def make_envs(opts: Options):
-    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset (CleanRL's gym 0.29 layout)."""
+    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset (CleanRL's gym 0.29 layout);
+    ``copy=False``: :class:`VectorRollout` copies the observation itself, cheaper than gymnasium's deepcopy."""
     import gymnasium as gym
 
     envs = gym.vector.SyncVectorEnv([lambda: gym.make(opts.env_id) for _ in range(opts.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
         raise ValueError(f"{opts.env_id}: ppo-cartpole needs a discrete action space, got {envs.single_action_space}")

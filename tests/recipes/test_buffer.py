@@ -146,3 +146,79 @@ def test_structure_errors_name_the_key():
         ReplayBuffer(3).sample(1, Generator(0))
     with pytest.raises(ValueError, match="capacity"):
         ReplayBuffer(0)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_sample_is_take_of_the_drawn_indices(backend):
+    """sample = take(storage, idx, axis=0) per leaf, idx = generator.integers(0, len, (n,)): the NumPy fast path
+    (ndarray.take) and the generic namespace take give that same golden."""
+    xp = _xp(backend)
+    rb = ReplayBuffer(7)
+    rb.extend(_batch(xp, 0, 5))
+    s = rb.sample(40, Generator(11, xp=xp))
+    idx = to_numpy(Generator(11, xp=xp).integers(0, 5, (40,)))
+    st = {k: to_numpy(v) for k, v in rb.storage().items() if k != "next"}
+    st.update({("next", k): to_numpy(v) for k, v in rb.storage()["next"].items()})
+    for key, full in st.items():
+        got = s[key[0]][key[1]] if isinstance(key, tuple) else s[key]
+        np.testing.assert_array_equal(to_numpy(got), np.take(full, idx, axis=0))
+        assert type(got) is type(rb.storage()["action"])
+
+
+def test_nested_structure_and_key_order_kept():
+    """Three levels, leaves and nested dicts interleaved: sample() and storage() rebuild the same nested keys in the
+    same order (as data.keys lists them), each leaf with its own values."""
+    from arrayrl import data
+
+    def batch(start, n):
+        v = np.arange(start, start + n)
+        return {"a": v.astype(np.float32), "next": {"r": v[:, None] * 10, "deep": {"x": v.astype(np.int32) * 100}},
+                "b": v % 2 == 1, "c": {"y": v.astype(np.float64)[:, None, None] * 1000}}
+
+    rb = ReplayBuffer(6)
+    rb.extend(batch(0, 4))
+    rb.extend(batch(4, 3))  # wraps: rows 4, 5, 0
+    for out in (rb.storage(), rb.sample(30, Generator(2))):
+        assert data.keys(out) == data.keys(batch(0, 1)) == [("a",), ("next", "r"), ("next", "deep", "x"), ("b",),
+                                                            ("c", "y")]
+        a = out["a"].astype(np.int64)
+        np.testing.assert_array_equal(out["next"]["r"][:, 0], a * 10)
+        np.testing.assert_array_equal(out["next"]["deep"]["x"], a * 100)
+        np.testing.assert_array_equal(out["b"], a % 2 == 1)
+        np.testing.assert_array_equal(out["c"]["y"][:, 0, 0], a * 1000)
+        assert [out["a"].dtype, out["next"]["r"].dtype, out["next"]["deep"]["x"].dtype, out["b"].dtype,
+                out["c"]["y"].dtype] == [np.float32, np.int64, np.int32, np.bool_, np.float64]
+    np.testing.assert_array_equal(rb.storage()["a"], [6, 1, 2, 3, 4, 5])
+
+
+def test_batch_size_may_change_between_extends():
+    rb = ReplayBuffer(10)
+    for start, n in ((0, 3), (3, 1), (4, 4), (8, 1)):
+        rb.extend(_batch(np, start, n))
+    np.testing.assert_array_equal(rb.storage()["action"][:9], np.arange(9))
+    bad = _batch(np, 9, 2)
+    bad["next"]["observation"] = np.zeros((2, 3), np.float32)  # the shapes checked are those of this batch size
+    with pytest.raises(ValueError, match=r"\('next', 'observation'\).*shape \[B, 2\].*\[2, 3\]"):
+        rb.extend(bad)
+    rb.extend(_batch(np, 9, 2))  # back to a good batch of the same size
+    np.testing.assert_array_equal(rb.storage()["action"], [10, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+
+
+def test_nested_structure_errors():
+    rb = ReplayBuffer(4)
+    rb.extend(_batch(np, 0, 2))
+    bad = _batch(np, 0, 2)
+    bad["next"] = bad["next"]["reward"]  # a leaf where a nested dict was
+    with pytest.raises(ValueError, match=r"missing keys .*\('next', 'observation'\).*unexpected keys \[\"'next'\"\]"):
+        rb.extend(bad)
+    bad = _batch(np, 0, 2)
+    bad["action"] = {"x": bad["action"]}  # a nested dict where a leaf was
+    with pytest.raises(ValueError, match=r"batch\['action'\]: expected an array with a leading batch axis, got dict"):
+        rb.extend(bad)
+    bad = _batch(np, 0, 2)
+    bad["next"]["reward"] = [[0.0], [1.0]]  # not an array
+    with pytest.raises(ValueError, match=r"\('next', 'reward'\).*expected an array"):
+        rb.extend(bad)
+    with pytest.raises(TypeError, match="batch: expected a nested dict"):
+        rb.extend([1, 2])
+    assert len(rb) == 2

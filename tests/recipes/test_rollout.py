@@ -18,9 +18,9 @@ from arrayrl.recipes import VectorRollout, autoreset_mode  # noqa: E402
 MODES = {"next_step": gym.vector.AutoresetMode.NEXT_STEP, "same_step": gym.vector.AutoresetMode.SAME_STEP}
 
 
-def _vector_env(mode, num_envs, max_steps, stats=False):
+def _vector_env(mode, num_envs, max_steps, stats=False, copy=True):
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=max_steps)] * num_envs,
-                                    autoreset_mode=MODES[mode])
+                                    autoreset_mode=MODES[mode], copy=copy)
     return gym.wrappers.vector.RecordEpisodeStatistics(envs) if stats else envs
 
 
@@ -47,17 +47,32 @@ def _ground_truth(num_envs, max_steps, seed, actions, mode):
     return out
 
 
+def _check_batch(b, rows):
+    """``b`` holds exactly the ground-truth transitions ``rows``."""
+    assert b["observation"].shape == (len(rows), 4) and b["next"]["reward"].shape == (len(rows), 1)
+    assert b["next"]["reward"].dtype == np.float32
+    for j, (i, obs, a, nxt, r, term, trunc) in enumerate(rows):
+        np.testing.assert_array_equal(b["observation"][j], obs)
+        assert b["action"][j] == a
+        np.testing.assert_array_equal(b["next"]["observation"][j], nxt)  # the real next obs, also at done
+        assert b["next"]["reward"][j, 0] == r
+        assert b["next"]["terminated"][j, 0] == term
+        assert b["next"]["done"][j, 0] == (term or trunc)
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "nocopy"])  # nocopy: the env returns its own buffer
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("max_steps", [5, 40])  # 5: truncations; 40: terminations too (random actions)
-def test_transitions_match_gymnasium(mode, max_steps):
+def test_transitions_match_gymnasium(mode, max_steps, copy):
     num_envs, seed, T = 2, 3, 150
     actions = np.random.default_rng(0).integers(0, 2, size=(T, num_envs))
-    envs = _vector_env(mode, num_envs, max_steps)
+    envs = _vector_env(mode, num_envs, max_steps, copy=copy)
     assert autoreset_mode(envs) == mode
     rollout = VectorRollout(envs)
-    rollout.reset(seed=seed)
+    first_obs = rollout.reset(seed=seed)
     expected = _ground_truth(num_envs, max_steps, seed, actions, mode)
     n_trunc = n_term = n_dropped = 0
+    kept = []  # every batch, checked again at the end: no later step may overwrite a returned array
     for t in range(T):
         res = rollout.step(actions[t])
         rows = expected[t]
@@ -66,26 +81,24 @@ def test_transitions_match_gymnasium(mode, max_steps):
             assert res.batch is None
             continue
         b = res.batch
-        assert b["observation"].shape == (len(rows), 4) and b["next"]["reward"].shape == (len(rows), 1)
-        assert b["next"]["reward"].dtype == np.float32
-        for j, (i, obs, a, nxt, r, term, trunc) in enumerate(rows):
-            np.testing.assert_array_equal(b["observation"][j], obs)
-            assert b["action"][j] == a
-            np.testing.assert_array_equal(b["next"]["observation"][j], nxt)  # the real next obs, also at done
-            assert b["next"]["reward"][j, 0] == r
-            assert b["next"]["terminated"][j, 0] == term
-            assert b["next"]["done"][j, 0] == (term or trunc)
+        _check_batch(b, rows)
+        kept.append((b, rows))
+        for i, obs, a, nxt, r, term, trunc in rows:
             n_trunc += trunc and not term
             n_term += term
             if term or trunc:  # SAME_STEP: the policy already sees the reset obs; NEXT_STEP: still the final one
                 assert np.array_equal(rollout.observation[i], nxt) == (mode == "next_step")
     assert (n_trunc > 0) if max_steps == 5 else (n_term > 0)
     assert (n_dropped > 0) == (mode == "next_step")
+    for b, rows in kept:
+        _check_batch(b, rows)
+    np.testing.assert_array_equal(first_obs, [expected[0][i][1] for i in range(num_envs)])
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["copy", "nocopy"])
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_episode_returns_match_record_episode_statistics(mode):
-    envs = _vector_env(mode, 3, 20, stats=True)
+def test_episode_returns_match_record_episode_statistics(mode, copy):
+    envs = _vector_env(mode, 3, 20, stats=True, copy=copy)
     rollout = VectorRollout(envs)
     rollout.reset(seed=0)
     rng = np.random.default_rng(1)
