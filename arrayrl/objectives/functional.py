@@ -19,6 +19,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Sequence
 
+from .. import ops
 from .._backend import namespace_of
 from .._checks import check_array, check_bool, check_floating, check_integer, check_min_rank
 from .._validate import StructureCache, check_index_range, check_number, structure_signature
@@ -181,7 +182,7 @@ def greedy_action_value(action_value: Any, action_space: str = "one_hot", *, var
     xp = namespace_of(action_value)
     space = normalize_action_space(action_space)
     if space in ("one_hot", "categorical"):
-        return xp.max(action_value, axis=-1)
+        return ops.max_last(action_value)[..., 0]  # (xp.max; NumPy without its Python-level wrapper)
     if space == "binary":
         return xp.sum(xp.where(action_value > 0, action_value, xp.zeros_like(action_value)), axis=-1)
     if var_nums is None:
