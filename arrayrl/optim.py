@@ -23,19 +23,30 @@ Dtypes: every parameter keeps its dtype. A gradient of another floating dtype (a
 parameter) is cast to the parameter's dtype before it is used, as torch, whose ``param.grad`` always has the
 parameter's dtype; the state leaves have the dtype of their parameter too.
 
+Hyper-parameters enter Adam's arithmetic as Python floats (``float(lr)``, as torch's param groups), so a NumPy
+float64 hyper-parameter does not promote float32 arithmetic.
+
 Checks (shapes, structure and Python hyper-parameters only, never data): hyper-parameters are validated at
-construction and again at each update (so ``opt.lr = float("nan")`` is caught), ``ValueError`` naming the argument;
-gradients and state trees must have the structure (dict keys in the same order) and leaf shapes of ``params``,
-``ValueError`` naming the path of the first difference (``grads['layer']['bias']: expected shape (4,) ...``);
-parameters and gradients must be real floating arrays.
+construction and again at each update where one was rebound (so ``opt.lr = float("nan")`` is caught),
+``ValueError`` naming the argument; gradients and state trees must have the structure (dict keys in the same order)
+and leaf shapes of ``params``, ``ValueError`` naming the path of the first difference
+(``grads['layer']['bias']: expected shape (4,) ...``); parameters and gradients must be real floating arrays.
+
+Speed (an update is called once per training step on small trees, so its Python overhead matters): one walk of the
+parameter, gradient and state trees together checks them and builds the new trees (:func:`_walk`); only when it
+meets a difference or something unusual does the checked path (flatten, compare, name the difference) run. On NumPy,
+Adam's per-leaf arithmetic is one fused numba kernel (:mod:`arrayrl._numba_optim`), bit-identical to the generic
+code below, which stays the reference and the fallback (every other backend, numba off).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+import operator
+from typing import Any, Callable
 
+from . import _numba_optim
 from ._backend import device_of, is_array, is_taped, namespace_of
 from ._checks import check_floating
 from .nn.params import _format_path, _leaves_like
@@ -116,23 +127,79 @@ def _zeros_like(p: Any) -> Any:
     return _namespace(p).zeros_like(p)
 
 
+def _lerp_rule(weight: float) -> tuple[bool, float]:
+    """``torch.lerp``'s rounding rule: ``(False, w)`` for ``w < 0.5`` (``start + w (end - start)``), else
+    ``(True, 1 - w)`` (``end - (end - start)(1 - w)``); the factor is a Python float (double)."""
+    return (False, weight) if weight < 0.5 else (True, 1.0 - weight)
+
+
 def _lerp(start: Any, end: Any, weight: float, *, same_layout: bool = False) -> Any:
-    """``torch.lerp`` rounding: ``start + w (end - start)`` for ``w < 0.5``, ``end - (end - start)(1 - w)`` else.
+    """``torch.lerp`` (the rule of :func:`_lerp_rule`).
 
     ``same_layout=True`` (``start`` and ``end`` of one shape and dtype, as an optimiser's state and gradient): the
     same operations, in place on the one temporary ``end - start`` (the inputs are never written).
     """
+    from_end, factor = _lerp_rule(weight)
     if not same_layout:
-        if weight < 0.5:
-            return start + weight * (end - start)
-        return end - (end - start) * (1.0 - weight)
+        return end - (end - start) * factor if from_end else start + factor * (end - start)
     d = end - start
-    if weight < 0.5:
-        d *= weight
-        d += start
-        return d
-    d *= 1.0 - weight
-    return end - d
+    d *= factor
+    if from_end:
+        return end - d
+    d += start
+    return d
+
+
+class _Mismatch(Exception):
+    """Internal: the fast walk of an update (:func:`_walk`) met something only the checked path handles."""
+
+
+def _walk(fn: Callable[..., tuple], params: Any, grads: Any, states: list, n_out: int) -> tuple | list:
+    """The fast path of an update: ``n_out`` trees of ``params``' structure whose leaves are ``fn(p, g, *s)`` (the
+    leaves of ``params``, ``grads`` and each tree of ``states``), in one walk of the trees together.
+
+    It applies only where the checked path (:meth:`Optimizer._map`) would pass: the same plain containers (``dict``
+    with the keys in the same order, ``list``, ``tuple``, ``None``), equal leaf shapes, parameter and gradient
+    leaves of an (array type, dtype) already seen to be raw real floating arrays. Anything else raises
+    :class:`_Mismatch` (possibly after ``fn`` ran on some leaves: it is pure), and the caller runs the checked path,
+    which names the difference, or accepts what only it handles (a container subclass, a first-seen array type).
+    ``fn`` gets the gradient cast to its parameter's dtype.
+    """
+
+    def walk(p: Any, others: list) -> tuple | list:
+        kind = type(p)
+        if kind is dict:
+            keys = list(p)
+            for o in others:
+                if type(o) is not dict or list(o) != keys:
+                    raise _Mismatch
+            kids = [walk(p[k], [o[k] for o in others]) for k in keys]
+            return [dict(zip(keys, col)) for col in zip(*kids)] if kids else [{} for _ in range(n_out)]
+        if kind is list or kind is tuple:
+            for o in others:
+                if type(o) is not kind or len(o) != len(p):
+                    raise _Mismatch
+            kids = [walk(x, [o[i] for o in others]) for i, x in enumerate(p)]
+            return [kind(col) for col in zip(*kids)] if kids else [kind() for _ in range(n_out)]
+        if p is None:
+            if any(o is not None for o in others):
+                raise _Mismatch
+            return [None] * n_out
+        g = others[0]
+        try:  # _known_floating and the shapes, inline (the cost of a small update is in these Python lines)
+            if (type(p), p.dtype) not in _FLOATING or (type(g), g.dtype) not in _FLOATING:
+                raise _Mismatch
+            shape = p.shape
+            for o in others:
+                if o.shape != shape:
+                    raise _Mismatch
+        except (AttributeError, TypeError):  # a leaf without a dtype or a shape, an unhashable dtype
+            raise _Mismatch from None
+        if type(g) is not type(p) or g.dtype != p.dtype:
+            others = [_cast_like(g, p), *others[1:]]
+        return fn(p, *others)
+
+    return walk(params, [grads, *states])
 
 
 class Optimizer:
@@ -143,6 +210,7 @@ class Optimizer:
     """
 
     maximize: bool = False  # ascend instead of descend (torch's ``maximize``)
+    _hyper = operator.attrgetter("lr", "maximize")  # the hyper-parameter attributes (see _check_hyper_once)
 
     def init(self, params: Any) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -153,15 +221,39 @@ class Optimizer:
     def _check_hyper(self) -> None:  # pragma: no cover - overridden
         """Validate the hyper-parameter attributes (``ValueError``/``TypeError`` naming the attribute)."""
 
-    def _prepare(self, grads: Any, state: Any, params: Any) -> tuple[list, list, Any]:
-        """Check everything an update reads; return ``(grad_leaves, param_leaves, treedef)``.
+    def _check_hyper_once(self) -> None:
+        """:meth:`_check_hyper`, skipped while every attribute of ``_hyper`` is still bound to the very object last
+        validated (an identity test, so rebinding one, even to an equal value or ``True`` for ``1``, checks again;
+        numbers, bools and tuples are immutable)."""
+        values = self._hyper(self)
+        last = self.__dict__.get("_valid_hyper")
+        if last is None or not all(map(operator.is_, values, last)):
+            self._check_hyper()
+            self._valid_hyper = values
 
-        The gradients come back cast to their parameter's dtype and negated when ``maximize``."""
-        self._check_hyper()
+    def _check_args(self, state: Any) -> int:
+        """Validate the hyper-parameters (:meth:`_check_hyper_once`) and the state's step; return the step."""
+        self._check_hyper_once()
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) or isinstance(state["step"], bool) \
                 or state["step"] < 0:
             got = f"step={state.get('step')!r}" if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"state: expected the dict returned by opt.init(params) with an int step >= 0, got {got}")
+        return state["step"]
+
+    def _map(self, fn: Callable[..., tuple], grads: Any, state: dict, params: Any, keys: list) -> tuple | list:
+        """Check the trees an update reads; return the ``1 + len(keys)`` new trees (parameters, then one per
+        ``state[key]``) whose leaves are ``fn(p, g, *state_leaves)``, ``g`` cast to ``p``'s dtype. Call
+        :meth:`_check_args` first.
+
+        The fast walk (:func:`_walk`) where it applies; otherwise the checked path: the gradient tree (structure,
+        shapes, real floating leaves), then each state tree against ``params``, each error naming the path of the
+        first difference."""
+        n_out = 1 + len(keys)
+        if all(k in state for k in keys):
+            try:
+                return _walk(fn, params, grads, [state[k] for k in keys], n_out)
+            except _Mismatch:
+                pass
         pl, treedef = tree_flatten(params)
         gl = _leaves_like(grads, params, "grads", "params", (pl, treedef))
         if not all(_known_floating(p) and _known_floating(g) for p, g in zip(pl, gl)):
@@ -174,14 +266,15 @@ class Optimizer:
                 _FLOATING.add((type(p), p.dtype))
                 if not is_taped(g):
                     _FLOATING.add((type(g), g.dtype))
-        gl = [_cast_like(g, p) for g, p in zip(gl, pl)]
-        if self.maximize:
-            gl = [-g for g in gl]
-        return gl, pl, treedef
+        sl = [_state_leaves(state, k, params, (pl, treedef)) for k in keys]
+        out = [fn(p, _cast_like(g, p), *s) for p, g, *s in zip(pl, gl, *sl)]
+        return tuple(tree_unflatten(treedef, [o[i] for o in out]) for i in range(n_out))
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and L2 weight decay (``torch.optim.SGD``)."""
+
+    _hyper = operator.attrgetter("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, *, maximize: bool = False):
@@ -208,30 +301,30 @@ class SGD(Optimizer):
         return {"step": 0, "momentum_buffer": buf}
 
     def update(self, grads: Any, state: dict, params: Any) -> tuple[Any, dict]:
-        gl, pl, treedef = self._prepare(grads, state, params)
-        first = state["step"] == 0
+        first = self._check_args(state) == 0
         lr, mom, wd, damp = self.lr, self.momentum, self.weight_decay, self.dampening
+        maximize, nesterov = self.maximize, self.nesterov
 
-        def one(g: Any, p: Any, b: Any) -> tuple:
+        def one(p: Any, g: Any, b: Any = None) -> tuple:
+            if maximize:
+                g = -g
             if wd != 0:
                 g = g + wd * p
-            if mom != 0:
-                b = g if first else b * mom + (1.0 - damp) * g
-                g = g + mom * b if self.nesterov else b
-                b = _cast_like(b, p)
-            return _cast_like(p - lr * g, p), b
+            if mom == 0:
+                return (_cast_like(p - lr * g, p),)
+            b = g if first else b * mom + (1.0 - damp) * g
+            g = g + mom * b if nesterov else b
+            return _cast_like(p - lr * g, p), _cast_like(b, p)
 
-        bl = _state_leaves(state, "momentum_buffer", params, (pl, treedef)) if mom != 0 else [None] * len(pl)
-        out = [one(g, p, b) for g, p, b in zip(gl, pl, bl)]
-        new_params = tree_unflatten(treedef, [o[0] for o in out])
-        new_buf = tree_unflatten(treedef, [o[1] for o in out]) if mom != 0 else None
-        return new_params, {"step": state["step"] + 1, "momentum_buffer": new_buf}
+        out = self._map(one, grads, state, params, ["momentum_buffer"] if mom != 0 else [])
+        return out[0], {"step": state["step"] + 1, "momentum_buffer": out[1] if mom != 0 else None}
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba, 2015) with optional L2 ``weight_decay`` and AMSGrad (``torch.optim.Adam``)."""
 
     _decoupled = False
+    _hyper = operator.attrgetter("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False):
@@ -264,30 +357,32 @@ class Adam(Optimizer):
         }
 
     def update(self, grads: Any, state: dict, params: Any) -> tuple[Any, dict]:
-        gl, pl, treedef = self._prepare(grads, state, params)
-        flat = (pl, treedef)
-        ml, vl = _state_leaves(state, "exp_avg", params, flat), _state_leaves(state, "exp_avg_sq", params, flat)
-        vmaxl = _state_leaves(state, "max_exp_avg_sq", params, flat) if self.amsgrad else [None] * len(pl)
-        step = state["step"] + 1
-        beta1, beta2 = self.betas
-        lr, wd, eps = self.lr, self.weight_decay, self.eps
+        """One step on every leaf: the fused NumPy kernel (:mod:`arrayrl._numba_optim`, bit-identical) where it
+        applies, else the generic array-API code below (the reference)."""
+        step = self._check_args(state) + 1
+        # Python floats (a NumPy float64 hyper-parameter would promote float32 arithmetic), as torch's param groups
+        lr, eps, wd = float(self.lr), float(self.eps), float(self.weight_decay)
+        beta1, beta2 = float(self.betas[0]), float(self.betas[1])
+        amsgrad, maximize = self.amsgrad, self.maximize
+        decoupled, l2 = wd != 0 and self._decoupled, wd != 0 and not self._decoupled
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         step_size = lr / bias_correction1
+        decay = 1 - lr * wd
+        namespaces: dict = {}  # array types -> namespace (one lookup per backend, not per leaf)
 
-        namespaces: dict = {}  # array type -> namespace (one lookup per backend, not per leaf)
-
-        def one(g: Any, p: Any, m: Any, v: Any, vmax: Any) -> tuple:
+        def generic(p: Any, g: Any, m: Any, v: Any, vmax: Any = None) -> tuple:
             key = (type(g), type(p), type(m), type(v))
             xp = namespaces.get(key)
             if xp is None:
                 xp = namespaces[key] = _namespace(g, p, m, v)
             p0 = p
-            if wd != 0:
-                if self._decoupled:
-                    p = p * (1 - lr * wd)
-                else:
-                    g = g + wd * p
+            if maximize:
+                g = -g
+            if decoupled:
+                p = p * decay
+            elif l2:
+                g = g + wd * p
             # torch's operations in torch's order; the in-place operators act only on arrays created here (the
             # inputs are never written), which saves the temporaries of each expression without changing a bit
             m = _lerp(m, g, 1 - beta1, same_layout=True)
@@ -295,24 +390,30 @@ class Adam(Optimizer):
             gg *= 1 - beta2
             v = v * beta2
             v += gg
-            if self.amsgrad:
+            if amsgrad:
                 vmax = xp.maximum(vmax, v)
-            denom = xp.sqrt(vmax if self.amsgrad else v)
+            denom = xp.sqrt(vmax if amsgrad else v)
             denom /= bias_correction2_sqrt
             denom += eps
             out = m / denom
             out *= -step_size
             out += p
-            return (_cast_like(out, p0), _cast_like(m, p0), _cast_like(v, p0),
-                    _cast_like(vmax, p0) if self.amsgrad else None)
+            if amsgrad:
+                return _cast_like(out, p0), _cast_like(m, p0), _cast_like(v, p0), _cast_like(vmax, p0)
+            return _cast_like(out, p0), _cast_like(m, p0), _cast_like(v, p0)
 
-        out = [one(*a) for a in zip(gl, pl, ml, vl, vmaxl)]
-        col = lambda i: tree_unflatten(treedef, [o[i] for o in out])  # noqa: E731
-        return col(0), {
+        from_end, lerp_factor = _lerp_rule(1 - beta1)
+        one = _numba_optim.fused_adam(
+            generic, decay=decay, weight_decay=wd, lerp_weight=lerp_factor, lerp_from_end=from_end, beta2=beta2,
+            one_minus_beta2=1 - beta2, bias_correction2_sqrt=bias_correction2_sqrt, eps=eps, neg_step_size=-step_size,
+            maximize=maximize, l2=l2, decoupled=decoupled)
+        keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
+        out = self._map(one, grads, state, params, keys)
+        return out[0], {
             "step": step,
-            "exp_avg": col(1),
-            "exp_avg_sq": col(2),
-            "max_exp_avg_sq": col(3) if self.amsgrad else None,
+            "exp_avg": out[1],
+            "exp_avg_sq": out[2],
+            "max_exp_avg_sq": out[3] if amsgrad else None,
         }
 
 

@@ -1,5 +1,5 @@
-"""The generic path without numba: the estimator and scan tests with ``ARRAYRL_DISABLE_NUMBA=1``, the in-process
-switch, and a process in which numba cannot be imported at all.
+"""The generic path without numba: the estimator, scan and optimiser tests with ``ARRAYRL_DISABLE_NUMBA=1``, the
+in-process switch, and a process in which numba cannot be imported at all.
 
 CI installs numba (the ``fast`` extra), so without these tests the pure array-API fallback of
 :mod:`arrayrl._numba_scan` would never run on NumPy there. Goldens: the ``reference/value.py`` loops (float64,
@@ -16,8 +16,10 @@ import textwrap
 import numpy as np
 import pytest
 
+import arrayrl._numba_optim as KO
 import arrayrl._numba_scan as K
 from arrayrl import _scan
+from arrayrl.optim import Adam
 from arrayrl.autodiff import value_and_grad
 from arrayrl.value import functional as F
 from reference import value as R
@@ -28,14 +30,15 @@ HAS_NUMBA = __import__("importlib.util").util.find_spec("numba") is not None
 # the estimator and scan tests that go through the dispatch (the CLI and strategy-coverage tests do not)
 VALUE_TESTS = [f"tests/value/{name}.py" for name in (
     "test_functional_reference", "test_estimators", "test_properties", "test_scan", "test_shifted",
-    "test_torchrl_crossval", "test_bad_input", "test_errors")]
+    "test_torchrl_crossval", "test_bad_input", "test_errors")] + [
+    f"tests/optim/{name}.py" for name in ("test_optim", "test_bad_input_optim", "test_adam_kernel")]
 
 # run in the child: pytest (or a script) followed by a check that no numba kernel ran and numba was not imported
 _GUARD = """
 import sys
-import arrayrl._numba_scan as K
+import arrayrl._numba_scan as K, arrayrl._numba_optim as KO
 problems = []
-if K._state["kernels"] is not None:
+if K._state["kernels"] is not None or KO._state["kernel"] is not None:
     problems.append("a numba kernel was compiled or loaded")
 if "numba" in sys.modules:
     problems.append("numba was imported")
@@ -111,6 +114,15 @@ np.testing.assert_allclose(F.reward2go(r, d, 0.9), R.reward2go(r, d, 0.9), rtol=
 loss = lambda vv: vv.__array_namespace__().sum(F.generalized_advantage_estimate(0.99, 0.95, vv, nv, r, d, tm)[0])
 g = value_and_grad(loss)(v)[1]
 assert g.shape == v.shape and np.isfinite(g).all()
+# Adam, one step from zero state (hand calculation: m = 0.1 g, v = 0.001 g^2, both bias-corrected to g and g^2,
+# so p' = p - lr * g / (|g| + eps) = p - lr * sign(g) up to eps)
+from arrayrl.optim import Adam
+opt = Adam(lr=0.1)
+p0 = {"w": np.array([1.0, -2.0, 3.0], np.float32)}
+g0 = {"w": np.array([0.5, -4.0, 2.0], np.float32)}
+p1, st = opt.update(g0, opt.init(p0), p0)
+assert p1["w"].dtype == np.float32 and st["step"] == 1
+np.testing.assert_allclose(p1["w"], [0.9, -1.9, 2.9], rtol=1e-6)
 rc = 0
 """
 
@@ -142,7 +154,8 @@ def _inputs(shape=(4, 30, 2), seed=0):
 
 @pytest.fixture
 def no_kernels(monkeypatch):
-    """Any numba kernel launch raises (the compiled entry points are looked up through ``K._kernels``)."""
+    """Any numba kernel launch raises (the compiled entry points are looked up through ``K._kernels`` and
+    ``KO._kernel``)."""
     calls = []
 
     def forbidden():
@@ -150,12 +163,14 @@ def no_kernels(monkeypatch):
         raise AssertionError("a numba kernel was called")
 
     monkeypatch.setattr(K, "_kernels", forbidden)
+    monkeypatch.setattr(KO, "_kernel", forbidden)
     yield calls
     K.set_enabled(None)
 
 
 def _run_all(v, nv, r, d, tm):
-    """Every dispatching entry: the raw scan, GAE, TD(lambda), and a gradient through the taped scan."""
+    """Every dispatching entry: the raw scan, GAE, TD(lambda), a gradient through the taped scan, and an Adam
+    update (checked in the test against a hand calculation)."""
     c = np.where(d, 0.0, 0.9)
     scan = _scan.reverse_discounted_scan_raw(r, c, axis=1)
     adv, target = F.generalized_advantage_estimate(0.99, 0.95, v, nv, r, d, tm, time_dim=1)
@@ -165,7 +180,14 @@ def _run_all(v, nv, r, d, tm):
                                                                              time_dim=1)[0])
 
     grad = value_and_grad(loss)(v)[1]
-    return scan, adv, target, ret, grad
+    return scan, adv, target, ret, grad, _adam_step()
+
+
+def _adam_step():
+    """One Adam step from zero state: bias-corrected ``m = g``, ``v = g**2``, so ``p' = p - lr g / (|g| + eps)``."""
+    p = {"w": np.array([1.0, -2.0, 3.0], np.float32)}
+    g = {"w": np.array([0.5, -4.0, 2.0], np.float32)}
+    return Adam(lr=0.1).update(g, Adam(lr=0.1).init(p), p)[0]["w"]
 
 
 @pytest.mark.parametrize("switch", ["set_enabled", "generic_path", "env"])
@@ -175,14 +197,15 @@ def test_dispatch_falls_back_when_disabled(no_kernels, monkeypatch, switch):
     if switch == "env":
         monkeypatch.setenv("ARRAYRL_DISABLE_NUMBA", "1")
         K.set_enabled(None)  # decide again from the environment, as at the first call of a process
-        scan, adv, target, ret, grad = _run_all(v, nv, r, d, tm)
+        scan, adv, target, ret, grad, adam = _run_all(v, nv, r, d, tm)
     elif switch == "set_enabled":
         K.set_enabled(False)
-        scan, adv, target, ret, grad = _run_all(v, nv, r, d, tm)
+        scan, adv, target, ret, grad, adam = _run_all(v, nv, r, d, tm)
     else:
         with K.generic_path():
-            scan, adv, target, ret, grad = _run_all(v, nv, r, d, tm)
+            scan, adv, target, ret, grad, adam = _run_all(v, nv, r, d, tm)
     assert not no_kernels
+    np.testing.assert_allclose(adam, [0.9, -1.9, 2.9], rtol=1e-6)
     radv, rtarget = R.gae(0.99, 0.95, v, nv, r, d, tm, time_dim=1)
     np.testing.assert_allclose(adv, radv, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(target, rtarget, rtol=1e-12, atol=1e-12)
@@ -206,7 +229,7 @@ def test_dispatch_uses_the_kernels_when_enabled(no_kernels, monkeypatch):
     c = np.where(d, 0.0, 0.9)
     entries = [lambda: _scan.reverse_discounted_scan_raw(r, c, axis=1),
                lambda: F.generalized_advantage_estimate(0.99, 0.95, v, nv, r, d, tm, time_dim=1),
-               lambda: F.td_lambda_return_estimate(0.99, 0.95, nv, r, d, tm, time_dim=1)]
+               lambda: F.td_lambda_return_estimate(0.99, 0.95, nv, r, d, tm, time_dim=1), _adam_step]
     for i, f in enumerate(entries):
         with pytest.raises(AssertionError, match="numba kernel was called"):
             f()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import arrayrl._numba_optim as N
 import arrayrl.optim as O
 from arrayrl.testing import assert_allclose
 from arrayrl.tree import tree_leaves, tree_map
@@ -36,8 +37,14 @@ def _grad_fn(p, step):
 @pytest.mark.torchrl
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
 @pytest.mark.parametrize("max_norm", [None, 0.5])
-def test_twenty_steps_match_torch(name, kw, max_norm):
+def test_twenty_steps_match_torch(name, kw, max_norm, monkeypatch):
+    """On NumPy float64 the Adam cases run the fused numba kernel where numba is on (counted), else the generic
+    path (tests/optim/test_adam_kernel.py checks the two agree bit for bit)."""
     torch = pytest.importorskip("torch")
+    kernel_calls = []
+    if N.available():
+        real = N._kernel()
+        monkeypatch.setattr(N, "_kernel", lambda: lambda *a: (kernel_calls.append(1), real(*a))[1])
     p = _params()
     flat_names = ["layer.weight", "layer.bias", "log_alpha"]
     tparams = [torch.nn.Parameter(torch.tensor(x)) for x in tree_leaves(p)]
@@ -63,6 +70,7 @@ def test_twenty_steps_match_torch(name, kw, max_norm):
         st = topt.state[tparams[0]]
         np.testing.assert_allclose(state["exp_avg"]["layer"]["weight"], st["exp_avg"].numpy(), rtol=1e-12, atol=1e-14)
         assert state["step"] == int(st["step"])
+        assert len(kernel_calls) == (20 * 3 if N.available() else 0)
 
 
 @pytest.mark.torchrl
