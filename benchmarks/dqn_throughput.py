@@ -30,6 +30,11 @@ import tempfile
 import time
 
 
+def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
+    """CleanRL's epsilon schedule: linear from ``start`` to ``end`` over ``duration`` steps, then ``end``."""
+    return max((end - start) / duration * t + start, end)
+
+
 def plain_torch(steps: int, learning_starts: int, seed: int, threads: int) -> dict:
     """CleanRL dqn.py (same defaults), torch CPU; returns {"steps_per_s", "wall_time", "episodes"}."""
     import gymnasium as gym
@@ -60,9 +65,6 @@ def plain_torch(steps: int, learning_starts: int, seed: int, threads: int) -> di
     rew_b = np.zeros((buffer_size, 1), np.float32)
     done_b = np.zeros((buffer_size, 1), np.float32)
     pos, full = 0, False
-
-    def linear_schedule(start, end, duration, t):
-        return max((end - start) / duration * t + start, end)
 
     episodes = 0
     obs, _ = envs.reset(seed=seed)

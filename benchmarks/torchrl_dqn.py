@@ -36,6 +36,7 @@ def torchrl_dqn(steps: int, learning_starts: int, seed: int, threads: int) -> di
     from torchrl.objectives import DQNLoss, HardUpdate, ValueEstimators
 
     from arrayrl.recipes.dqn_cartpole import Options
+    from dqn_throughput import linear_schedule  # (benchmarks/ is on sys.path: the script's folder)
 
     a = Options()
     torch.set_num_threads(threads)
@@ -53,9 +54,6 @@ def torchrl_dqn(steps: int, learning_starts: int, seed: int, threads: int) -> di
     target_update = HardUpdate(loss, value_network_update_interval=1)
     optimizer = torch.optim.Adam(loss.parameters(), lr=a.learning_rate)
     rb = ReplayBuffer(storage=LazyTensorStorage(a.buffer_size), batch_size=a.batch_size)
-
-    def linear_schedule(start, end, duration, t):
-        return max((end - start) / duration * t + start, end)
 
     episodes = 0
     obs, _ = envs.reset(seed=seed)
