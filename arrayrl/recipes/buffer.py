@@ -99,7 +99,8 @@ class ReplayBuffer:
         keys: list = []
         layout: list = []
         reads: list = []
-        nodes, paths = [batch], [()]
+        nodes: list = [batch]
+        paths: list[tuple] = [()]
         for parent, node in enumerate(nodes):  # breadth first: `nodes` grows while it is walked
             names = []
             for k, v in node.items():

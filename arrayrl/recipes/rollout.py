@@ -148,7 +148,7 @@ class VectorRollout:
                 for i in np.flatnonzero(info["_final_obs"]):
                     real_next[i] = info["final_obs"][i]
         else:
-            any_done = np.count_nonzero(done) > 0
+            any_done = bool(np.count_nonzero(done))
         batch = {
             "observation": self._obs,
             "action": action,
