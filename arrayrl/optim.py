@@ -100,6 +100,29 @@ def _cast_like(x: Any, p: Any) -> Any:
 _FLOATING: set = set()
 
 
+def _remember_floating(p: Any, g: Any) -> None:
+    """Record the (array type, dtype) pairs of a parameter and its gradient that passed the leaf checks (a taped
+    gradient is never recorded, so it always reaches the full check)."""
+    _FLOATING.add((type(p), p.dtype))
+    if not is_taped(g):
+        _FLOATING.add((type(g), g.dtype))
+
+
+def _learn_floating(p: Any, g: Any) -> bool:
+    """The checked path's leaf checks without their messages: whether ``p`` is a raw real floating array and ``g``
+    a real floating array (then the pairs are remembered); ``False`` leaves the failure to the checked path, which
+    names the leaf."""
+    if is_taped(p):
+        return False
+    try:
+        check_floating(p, "params")
+        check_floating(g, "grads")
+    except (TypeError, ValueError):
+        return False
+    _remember_floating(p, g)
+    return True
+
+
 def _known_floating(x: Any) -> bool:
     try:
         return (type(x), x.dtype) in _FLOATING
@@ -160,9 +183,10 @@ def _walk(fn: Callable[..., tuple], params: Any, grads: Any, states: list, n_out
 
     It applies only where the checked path (:meth:`Optimizer._map`) would pass: the same plain containers (``dict``
     with the keys in the same order, ``list``, ``tuple``, ``None``), equal leaf shapes, parameter and gradient
-    leaves of an (array type, dtype) already seen to be raw real floating arrays. Anything else raises
-    :class:`_Mismatch` (possibly after ``fn`` ran on some leaves: it is pure), and the caller runs the checked path,
-    which names the difference, or accepts what only it handles (a container subclass, a first-seen array type).
+    leaves that are raw real floating arrays (an (array type, dtype) seen before, or one that passes the leaf
+    checks now: :func:`_learn_floating`). Anything else raises :class:`_Mismatch` (possibly after ``fn`` ran on
+    some leaves: it is pure), and the caller runs the checked path, which names the difference, or accepts what
+    only it handles (a container subclass).
     ``fn`` gets the gradient cast to its parameter's dtype.
     """
 
@@ -187,7 +211,8 @@ def _walk(fn: Callable[..., tuple], params: Any, grads: Any, states: list, n_out
             return [None] * n_out
         g = others[0]
         try:  # _known_floating and the shapes, inline (the cost of a small update is in these Python lines)
-            if (type(p), p.dtype) not in _FLOATING or (type(g), g.dtype) not in _FLOATING:
+            if ((type(p), p.dtype) not in _FLOATING or (type(g), g.dtype) not in _FLOATING) \
+                    and not _learn_floating(p, g):  # a first-seen type is learned here, not by a second walk
                 raise _Mismatch
             shape = p.shape
             for o in others:
@@ -263,9 +288,7 @@ class Optimizer:
                                     "Tensors")
                 check_floating(p, _format_path("params", path))
                 check_floating(g, _format_path("grads", path))
-                _FLOATING.add((type(p), p.dtype))
-                if not is_taped(g):
-                    _FLOATING.add((type(g), g.dtype))
+                _remember_floating(p, g)
         sl = [_state_leaves(state, k, params, (pl, treedef)) for k in keys]
         out = [fn(p, _cast_like(g, p), *s) for p, g, *s in zip(pl, gl, *sl)]
         return tuple(tree_unflatten(treedef, [o[i] for o in out]) for i in range(n_out))

@@ -39,13 +39,6 @@ def kernel_calls(monkeypatch):
         pytest.skip("numba missing or disabled: no kernel to compare")
     calls = []
     real = N._kernel()
-    # the optimiser's fast walk learns each (array type, dtype) on its first update -- NumPy scalars included, which
-    # the 0-d leaves' gradients are -- and that first update may run the per-leaf step twice on some leaves (the
-    # walk restarts on the checked path): teach it both dtypes first, so that the counts below do not depend on
-    # which test ran before in this process
-    for dtype in (np.float32, np.float64):
-        p0 = {"w": np.zeros((2, 3), dtype), "s": np.zeros((), dtype)}
-        O.Adam().update({"w": p0["w"], "s": dtype(0.0)}, O.Adam().init(p0), p0)
 
     def counting(*args):
         calls.append(args[0].shape)
