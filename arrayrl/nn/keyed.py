@@ -233,16 +233,17 @@ class Sequential(KeyedModuleBase):
         cls = type(self)
         if cls.apply is not Sequential.apply or cls.params is not Sequential.params:
             return self.apply(self.params, batch, **options)
-        out: Any = batch  # (a module's output dict after the loop: __init__ requires at least one module)
-        for m in self.modules:
-            out = m.apply(m.params, out, **options)
-        return out
+        return self._run([m.params for m in self.modules], batch, **options)
 
     def apply(self, params: Any, batch: Mapping, *, generator: Any = None, interaction_type: str | None = None) -> dict:
-        # (__init__ requires at least one module, so ``out`` is always a module's output dict)
-        out = self.modules[0].apply(self._module_params(params, 0), batch, generator=generator, interaction_type=interaction_type)
-        for i in range(1, len(self.modules)):
-            out = self.modules[i].apply(self._module_params(params, i), out, generator=generator, interaction_type=interaction_type)
+        trees = [self._module_params(params, i) for i in range(len(self.modules))]
+        return self._run(trees, batch, generator=generator, interaction_type=interaction_type)
+
+    def _run(self, trees: list, batch: Mapping, *, generator: Any = None, interaction_type: str | None = None) -> dict:
+        """The modules in order, ``modules[i]`` on ``trees[i]``, each reading the previous one's output."""
+        out: Any = batch  # (a module's output dict after the loop: __init__ requires at least one module)
+        for m, tree in zip(self.modules, trees):
+            out = m.apply(tree, out, generator=generator, interaction_type=interaction_type)
         return out
 
     def __getitem__(self, i: int) -> KeyedModuleBase:
