@@ -274,17 +274,21 @@ def _lean_linear(x: Any, weight: Any, bias: Any, activation: str | None) -> Any:
     return y
 
 
-def _is_lean(x: Any, weight: Any, bias: Any) -> bool:
-    """Raw NumPy ``x [M, in]``, ``weight [out, in]``, ``bias [out]`` or None, one dtype, under :data:`LEAN_WORK`."""
+def _raw_2d(x: Any, weight: Any, bias: Any) -> bool:
+    """Raw NumPy ``x [M, in]``, ``weight [out, in]``, ``bias [out]`` or None, all of one dtype."""
     return (
         type(x) is _ND
         and type(weight) is _ND
         and x.ndim == 2
         and weight.ndim == 2
-        and x.shape[0] * weight.size < LEAN_WORK
         and x.dtype is weight.dtype
         and (bias is None or (type(bias) is _ND and bias.dtype is weight.dtype))
     )
+
+
+def _is_lean(x: Any, weight: Any, bias: Any) -> bool:
+    """:func:`_raw_2d` operands under :data:`LEAN_WORK` multiply-adds."""
+    return _raw_2d(x, weight, bias) and x.shape[0] * weight.size < LEAN_WORK
 
 
 def linear(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
@@ -373,21 +377,13 @@ _TILED_ROWS = 2048
 
 
 def _is_small(x: Any, weight: Any, bias: Any) -> bool:
-    """Raw 2-D NumPy operands of one dtype (as :func:`_is_lean`) whose output ``[M, out]`` is smaller than the
+    """:func:`_raw_2d` operands whose output ``[M, out]`` is smaller than the
     buffer pool's :data:`arrayrl._pool.MIN_BYTES` and has fewer than 2048 rows: then
     :func:`arrayrl._kernels.linear` would neither pool the output nor tile the bias add, and :func:`_lean_linear`
     runs the same ufuncs in fewer Python calls (the same values). Only for products whose BLAS threads are
     already decided (:func:`_mlp_serial`); :func:`linear` alone uses :func:`_is_lean`."""
-    return (
-        type(x) is _ND
-        and type(weight) is _ND
-        and x.ndim == 2
-        and weight.ndim == 2
-        and x.shape[0] < _TILED_ROWS
-        and x.shape[0] * weight.shape[0] * x.itemsize < _pool.MIN_BYTES
-        and x.dtype is weight.dtype
-        and (bias is None or (type(bias) is _ND and bias.dtype is weight.dtype))
-    )
+    return (_raw_2d(x, weight, bias) and x.shape[0] < _TILED_ROWS
+            and x.shape[0] * weight.shape[0] * x.itemsize < _pool.MIN_BYTES)
 
 
 def _mlp_taped(activations: tuple, x: Any, weights_biases: tuple) -> list:
