@@ -361,15 +361,21 @@ def _off_policy_twin(name: str, steps: int, learning_starts: int, seed: int, thr
 
 
 # ------------------------------------------------------------------------------------------------ the two sides
+def _with_cpu_time(run, *args) -> dict:
+    """``run(*args)`` (a twin returning ``{"steps_per_s", "wall_time", "episodes"}``) plus the CPU seconds of the
+    call (which include the twin's set-up: envs, networks)."""
+    c0 = time.process_time()
+    res = run(*args)
+    return {**res, "cpu_time": time.process_time() - c0}
+
+
 def plain_torch(algo: str, steps: int, learning_starts: int | None, seed: int, threads: int) -> dict:
     if algo == "dqn":
         import gymnasium  # noqa: F401 - imported before the CPU clock starts, as on the other paths
         import torch  # noqa: F401
         from dqn_throughput import plain_torch as dqn_twin
 
-        c0 = time.process_time()
-        res = dqn_twin(steps, learning_starts, seed, threads)
-        return {**res, "cpu_time": time.process_time() - c0}  # (includes the twin's set-up: envs, networks)
+        return _with_cpu_time(dqn_twin, steps, learning_starts, seed, threads)
     if algo == "ppo":
         return plain_torch_ppo(steps, learning_starts, seed, threads)
     return _off_policy_twin(algo, steps, learning_starts, seed, threads)
@@ -400,9 +406,7 @@ def torchrl_twin(algo: str, steps: int, learning_starts: int | None, seed: int, 
 
     if algo != "dqn":
         raise ValueError(f"--torchrl: only the dqn twin is built, got {algo}")
-    c0 = time.process_time()
-    res = torchrl_dqn(steps, learning_starts, seed, threads)
-    return {**res, "cpu_time": time.process_time() - c0}
+    return _with_cpu_time(torchrl_dqn, steps, learning_starts, seed, threads)
 
 
 def _child(args: argparse.Namespace) -> None:
