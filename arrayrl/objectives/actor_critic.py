@@ -47,7 +47,7 @@ from .._backend import device_of, namespace_of
 from .._checks import check_floating, check_min_rank
 from .._validate import check_choice, check_number
 from ..nn.params import stack
-from ..tree import tree_map
+from ..autodiff import stop_gradient as _tree_stop_gradient
 from ._nets import ensemble_apply, make_ensemble
 from .common import LossModule
 from .utils import distance_loss, stop_gradient
@@ -95,17 +95,9 @@ def _same_shape(ref_name: str, ref: Any, **arrays: Any) -> None:
             raise ValueError(f"{name}: expected shape {tuple(ref.shape)} (the shape of {ref_name}), got {tuple(a.shape)}")
 
 
-def _sg_tree(tree: Any) -> Any:
-    """``tree`` with every leaf's tape dropped (``tree_map(stop_gradient, tree)``; plain ``dict``/``list``/``tuple``
-    containers are walked directly, the hot path of every actor-critic call)."""
-    tp = type(tree)
-    if tp is dict:
-        return {k: _sg_tree(v) for k, v in tree.items()}
-    if tp is list or tp is tuple:
-        return tp(_sg_tree(v) for v in tree)
-    if tree is None or not isinstance(tree, (dict, list, tuple)):
-        return None if tree is None else stop_gradient(tree)
-    return tree_map(stop_gradient, tree)  # (container subclasses: tree_map's conversion to the base container)
+#: ``tree`` with every leaf's tape dropped (containers rebuilt as plain ``dict``/``list``/``tuple``): the tape's own
+#: tree walk, the hot path of every actor-critic call
+_sg_tree = _tree_stop_gradient
 
 
 def _squeeze_last(x: Any, name: str) -> Any:
