@@ -564,9 +564,15 @@ class ActorCriticLoss(TermSelection, TemperatureAttributes, LossModule):
             self._temperature.project(self)
         return super().value_and_grad(batch, terms=terms, **kwargs)
 
+    @property
+    def _emits_scalars(self) -> bool:
+        """Whether the scalar metadata (``alpha``, ``entropy``...) is among the outputs: a reduced loss, or
+        ``scalar_output_mode="non_tensor"`` (TorchRL excludes it from unreduced outputs otherwise)."""
+        return self.reduction != "none" or self.scalar_output_mode == "non_tensor"
+
     def _all_out_keys(self) -> list:
         keys = list(self._OUT_KEYS)
-        if self.reduction == "none" and self.scalar_output_mode != "non_tensor":
+        if not self._emits_scalars:
             keys = [k for k in keys if k not in self._SCALAR_OUTPUTS]
         return keys
 
@@ -616,7 +622,7 @@ class ActorCriticLoss(TermSelection, TemperatureAttributes, LossModule):
         return self._priority_weights(batch)
 
     def _scalars(self, out: dict, alpha: Any, entropy: Any) -> dict:
-        if self.reduction != "none" or self.scalar_output_mode == "non_tensor":
+        if self._emits_scalars:
             out["alpha"] = alpha
             out["entropy"] = entropy
         return out

@@ -153,9 +153,9 @@ def chosen_action_value(action_value: Any, action: Any, action_space: str = "one
             check_one_hot(action, tuple(action_value.shape), name, space)
         _CHOSEN_CHECKED.add(sig)
     if space == "categorical":
-        idx = xp.squeeze(action, axis=-1) if action.ndim == action_value.ndim else action  # [*B, 1] -> [*B]
+        idx = action if action.ndim == action_value.ndim else action[..., None]  # [*B] -> [*B, 1]
         check_index_range(idx, action_value.shape[-1], name)
-        return xp.squeeze(xp.take_along_axis(action_value, idx[..., None], axis=-1), axis=-1)
+        return xp.squeeze(xp.take_along_axis(action_value, idx, axis=-1), axis=-1)
     return xp.sum(action_value * _float_action(action, action_value), axis=-1)
 
 

@@ -395,7 +395,7 @@ class SACLoss(SoftActorCriticBase):
             out["loss_qvalue"], td_error = self._critic_terms(params, batch, target, weights, chunked=False)
             self._write_priority(batch, td_error)
             self._rsample(next_dist)
-            if self.reduction != "none" or self.scalar_output_mode == "non_tensor":
+            if self._emits_scalars:
                 out["alpha"] = alpha
             return out
         dist = self._dist(params["actor_network"], batch)  # draw 1 skipped, then the actor terms (draw 2)

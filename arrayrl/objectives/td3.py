@@ -323,6 +323,9 @@ class TD3Loss(TermSelection, LossModule):
             ens_gen = generator if isinstance(generator, Generator) else None
             template, qparams = make_ensemble(qvalue_network, self._n, ens_gen, "qvalue_network")
         self.convert_to_functional(template, "qvalue_network", params=qparams, create_target_params=delay_qvalue)
+        # the critics run as one whole (never split into critic 0 and the rest): one critic, or a network that needs
+        # every member at once (arrayrl.nn.Ensemble, which make_ensemble kept as it is)
+        self._whole_ensemble = self._n == 1 or isinstance(getattr(template, "fn", None), Ensemble)
         self._set_bounds(action_spec, bounds)
 
     def _set_bounds(self, action_spec: Any, bounds: Any) -> None:
@@ -415,7 +418,7 @@ class TD3Loss(TermSelection, LossModule):
         whose network needs every member at once (``arrayrl.nn.Ensemble``) runs whole, on the taped action.
         """
         q_params = _sg_tree(params["qvalue_network"])
-        if self._n == 1 or isinstance(getattr(self._networks["qvalue_network"], "fn", None), Ensemble):
+        if self._whole_ensemble:
             q = self._critics(q_params, with_action)
             return q[0, ...], stop_gradient(q) if others else None
         first = self._critics(tree_map(lambda x: x[:1, ...], q_params), with_action, n=1)  # [1, *B]

@@ -386,9 +386,7 @@ def step_mdp(batch: Mapping, required: Any = ()) -> dict:
     ``"next"``; a missing one raises ``KeyError`` naming the full nested key (``('next', 'observation')``), not the
     key the network reads from the shifted batch.
     """
-    nxt = _data.get_or(batch, "next", _MISSING)
-    if nxt is _MISSING:
-        _data.get(batch, "next", what="next-step entries")  # raises KeyError listing the keys present
+    nxt = _data.get(batch, "next", what="next-step entries")  # (KeyError listing the keys present)
     if type(nxt) is not dict and not isinstance(nxt, Mapping):
         raise TypeError(f"('next',): expected a nested batch (dict) of next-step entries, got {type(nxt).__name__}")
     for key in required:
