@@ -476,8 +476,10 @@ def _emit_gae(o, l, t, m, y, e):
     o[1][l, t, m] = y + e
 
 
-_STEPS = {_Scan: ("_scan_xc", "_emit1", True), _Adjoint: ("_adjoint_xc", "_emit1", False),
-          _Gae: ("_gae_xc", "_emit_gae", True), _TdLambda: ("_td_lambda_xc", "_emit1", True)}
+# bundle class -> (its step function, whether it scans backwards in time); the emitter is chosen by the number of
+# outputs (_ov_emit)
+_STEPS = {_Scan: ("_scan_xc", True), _Adjoint: ("_adjoint_xc", False), _Gae: ("_gae_xc", True),
+          _TdLambda: ("_td_lambda_xc", True)}
 _DRIVERS = ("_lanes_block", "_lane_one", "_cols_item", "_lanes", "_lanes_par", "_cols", "_cols_par", "_drive")
 _ENTRIES = ("_scan_entry", "_adjoint_entry", "_gae_entry", "_td_lambda_entry")
 
@@ -505,7 +507,7 @@ def _compile() -> dict:
 
     @overload(_reverse)
     def _ov_reverse(a):
-        rev = _STEPS[a.instance_class][2]
+        rev = _STEPS[a.instance_class][1]
         return lambda a: rev
 
     # typed constants, emitted as LLVM constants (a NumPy scalar or a numba type held in a closure would be

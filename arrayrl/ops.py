@@ -237,15 +237,20 @@ def _linear_vjp(xp, g, ans, needs, x, weight, bias, activation, mm=_mm):
     return gx, gw, gb
 
 
+def _rows(x: Any, weight: Any) -> int:
+    """The rows of one matrix product of ``x @ weight.mT``: ``x``'s second-to-last axis for an ensemble weight on a
+    stacked input (one product per member), else all of ``x``'s rows."""
+    if weight.ndim == 3 and x.ndim == 3:
+        return x.shape[-2]
+    return x.size // x.shape[-1] if x.shape[-1] else 0
+
+
 def _linear_raw(x: Any, weight: Any, bias: Any = None, activation: str | None = None) -> Any:
     """:func:`arrayrl._kernels.linear` with NumPy products under the BLAS thread policy (work per matrix:
     rows x in x out)."""
     if type(x) is _ND and type(weight) is _ND:
-        if weight.ndim == 3 and x.ndim == 3:  # one product per ensemble member
-            rows = x.shape[-2]
-        else:
-            rows = x.size // x.shape[-1] if x.shape[-1] else 0
-        return blas_call(rows * weight.shape[-1] * weight.shape[-2], _kernels.linear, x, weight, bias, activation)
+        return blas_call(_rows(x, weight) * weight.shape[-1] * weight.shape[-2], _kernels.linear, x, weight, bias,
+                         activation)
     return _kernels.linear(x, weight, bias, activation)
 
 
@@ -349,7 +354,11 @@ def _stack_work(x: Any, weights_biases: tuple) -> int:
     counts it; the threshold itself (never serial as a whole) for non-NumPy operands."""
     if type(x) is not _ND:
         return serial_below()
-    rows = x.shape[-2] if x.ndim == 3 else (x.size // x.shape[-1] if x.shape[-1] else 0)
+    if not weights_biases:
+        return 0
+    if type(weights_biases[0]) is not _ND:
+        return serial_below()
+    rows = _rows(x, weights_biases[0])  # (the later layers' inputs have the first product's rows)
     largest = 0  # in x out of the largest matrix (a plain loop: this runs on every raw forward)
     for w in weights_biases[::2]:
         if type(w) is not _ND:

@@ -505,16 +505,17 @@ class MLP(_Layer):
         """The forward pass on checked parameters (``n``: ensemble size or ``None``)."""
         x = self._concat_inputs(inputs, params)
         _check_stacked(stacked_input, n)
-        if x.ndim == 2 and not stacked_input and self._stack_acts is not None and len(self._out_shape) == 1:
+        stack = None if self._stack_acts is None else [(params[key]["weight"], params[key].get("bias"))
+                                                       for key in self._keys]
+        if x.ndim == 2 and not stacked_input and stack is not None and len(self._out_shape) == 1:
             # the common case (acting, a target network, a critic ensemble on a shared input): [M, in] -> [M, out]
             # or [N, M, out], nothing to reshape
-            return ops.mlp(x, [(params[key]["weight"], params[key].get("bias")) for key in self._keys],
-                           self._stack_acts)
+            return ops.mlp(x, stack, self._stack_acts)
         # the namespace is only needed to reshape; the layers take the namespace of their arrays
         xp = namespace_of(x) if x.ndim != (3 if n is not None and stacked_input else 2) else None
         h, batch = _flatten_batch(x, xp, n, stacked_input, self.in_features)
-        if self._stack_acts is not None:
-            h = ops.mlp(h, [(params[key]["weight"], params[key].get("bias")) for key in self._keys], self._stack_acts)
+        if stack is not None:
+            h = ops.mlp(h, stack, self._stack_acts)
             return _restore_batch(h, xp, n, batch, self._out_shape)
         j = 0
         for key, _, _, _, activated in self.layers:

@@ -285,3 +285,16 @@ def test_no_input_cotangent_for_a_constant_input(monkeypatch):
     seen.clear()
     grad(lambda xx: _sum(m.apply(m.params, xx)))(x)
     assert seen == [(0,), (0,), (0,)]  # only the input: no weight or bias products
+
+
+def test_stack_work_counts_rows_as_linear_does():
+    """The BLAS policy's work of a stack is its largest product, rows counted as ``_linear_raw`` counts them:
+    all rows of a [B, T, in] input with plain weights (B*T), a member's rows for an ensemble on a stacked input."""
+    from arrayrl import ops
+
+    x3 = np.ones((4, 5, 3), np.float32)
+    w, w2 = np.ones((2, 3), np.float32), np.ones((7, 2), np.float32)
+    assert ops._stack_work(x3, (w, None, w2, None)) == 4 * 5 * 7 * 2  # hand count: 20 rows x the 7x2 matrix
+    we = np.ones((4, 2, 3), np.float32)
+    assert ops._stack_work(x3, (we, None)) == 5 * 2 * 3  # one [5, 3] @ [3, 2] product per member
+    assert ops._stack_work(np.ones((6, 3), np.float32), (we, None)) == 6 * 2 * 3  # shared input
