@@ -13,8 +13,8 @@ command (:mod:`.cli`). Importing this package imports neither gymnasium nor matp
 
 from .buffer import ReplayBuffer
 from .registry import RECIPES, get_recipe
-from .rollout import StepResult, VectorRollout, autoreset_mode
+from .rollout import StepResult, VectorRollout, autoreset_mode, vector_env
 from .schedules import EpsilonGreedy, LinearSchedule, linear_schedule
 
-__all__ = ["ReplayBuffer", "VectorRollout", "StepResult", "autoreset_mode", "EpsilonGreedy", "LinearSchedule",
-           "linear_schedule", "RECIPES", "get_recipe"]
+__all__ = ["ReplayBuffer", "VectorRollout", "StepResult", "autoreset_mode", "vector_env", "EpsilonGreedy",
+           "LinearSchedule", "linear_schedule", "RECIPES", "get_recipe"]

@@ -28,18 +28,17 @@ from .. import Generator
 from ..nn import MLP, ValueOperator
 from .buffer import ReplayBuffer
 from .logging import Reference, RunLogger, Summary
-from .rollout import VectorRollout
+from .rollout import VectorRollout, vector_env
 
 __all__ = ["make_envs", "action_bounds", "qvalue_network", "UniformActions", "update_subtree", "off_policy_loop"]
 
 
 def make_envs(env_id: str, num_envs: int, algo: str):
-    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset (``copy=False``:
-    :class:`VectorRollout` copies the observation itself); the action space must be a bounded ``Box``."""
+    """The recipe's vector env (:func:`~arrayrl.recipes.rollout.vector_env`); the action space must be a bounded
+    ``Box``."""
     import gymnasium as gym
 
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
+    envs = vector_env(env_id, num_envs)
     space = envs.single_action_space
     if not isinstance(space, gym.spaces.Box) or not (np.all(np.isfinite(space.low))
                                                      and np.all(np.isfinite(space.high))):

@@ -42,7 +42,7 @@ from ..optim import Adam, clip_grad_norm
 from ..value import GAE
 from .backends import run_on_backend
 from .logging import Reference, RunLogger, Summary
-from .rollout import VectorRollout
+from .rollout import VectorRollout, vector_env
 
 NAME = "ppo-cartpole"
 # CleanRL's published result for ppo.py on CartPole-v1 (mean +- std over seeds of the final episodic return)
@@ -83,12 +83,10 @@ class Options:
 
 
 def make_envs(opts: Options):
-    """``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset (CleanRL's gym 0.29 layout);
-    ``copy=False``: :class:`VectorRollout` copies the observation itself, cheaper than gymnasium's deepcopy."""
+    """The recipe's vector env (:func:`~arrayrl.recipes.rollout.vector_env`); the action space must be discrete."""
     import gymnasium as gym
 
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(opts.env_id) for _ in range(opts.num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
+    envs = vector_env(opts.env_id, opts.num_envs)
     if not isinstance(envs.single_action_space, gym.spaces.Discrete):
         envs.close()
         raise ValueError(f"{opts.env_id}: ppo-cartpole needs a discrete action space, got {envs.single_action_space}")

@@ -65,6 +65,16 @@ class StepResult:
     info: dict
 
 
+def vector_env(env_id: str, num_envs: int) -> Any:
+    """``num_envs`` copies of gymnasium's ``env_id`` in a ``SyncVectorEnv`` with SAME_STEP autoreset (CleanRL's
+    gym 0.29 layout: every step is a transition) and ``copy=False``: :class:`VectorRollout` copies the observation
+    itself (module docstring), cheaper than gymnasium's deepcopy."""
+    import gymnasium as gym
+
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, copy=False)
+
+
 class VectorRollout:
     """Steps ``envs`` and turns each step into a TorchRL transition batch (see the module docstring).
 

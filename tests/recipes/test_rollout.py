@@ -132,3 +132,21 @@ def test_errors():
     disabled = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     with pytest.raises(ValueError, match="DISABLED"):
         VectorRollout(disabled)
+
+
+def test_vector_env_is_the_layout_the_recipes_rely_on():
+    """The recipes' env: SAME_STEP autoreset (every step a transition), no copy by gymnasium (the rollout copies),
+    ``num_envs`` copies of ``env_id``; and a rollout over it keeps each stored observation intact."""
+    from arrayrl.recipes import vector_env
+
+    envs = vector_env("CartPole-v1", 3)
+    try:
+        assert envs.num_envs == 3 and envs.copy is False and autoreset_mode(envs) == "same_step"
+        ro = VectorRollout(envs)
+        ro.reset(seed=0)
+        first = ro.step(np.zeros(3, np.int64)).batch
+        kept = first["next"]["observation"].copy()
+        ro.step(np.ones(3, np.int64))  # gymnasium writes its buffer again: the stored arrays must not change
+        np.testing.assert_array_equal(first["next"]["observation"], kept)
+    finally:
+        envs.close()
