@@ -77,6 +77,23 @@ def _raw_namespace(x: Any) -> Any:
     return ns
 
 
+_BASES: dict = {}  # namespace -> the raw namespace under it (see base_of)
+
+
+def base_of(xp: Any) -> Any:
+    """The raw namespace under ``xp``: the base of a taped namespace, ``xp`` itself for a raw one.
+
+    Cached per namespace: ``getattr(np, "_arrayrl_base", np)`` goes through NumPy's module ``__getattr__``, which
+    raises (and catches) an AttributeError on every call (~3 us)."""
+    try:
+        return _BASES[xp]
+    except KeyError:
+        base = _BASES[xp] = getattr(xp, "_arrayrl_base", xp)
+        return base
+    except TypeError:  # (an unhashable namespace object)
+        return getattr(xp, "_arrayrl_base", xp)
+
+
 def backend_name(xp: Any) -> str:
     """A short name of a namespace: ``numpy``, ``torch``, ``cupy``, ``array_api_strict`` or ``taped[numpy]``."""
     base = getattr(xp, "_arrayrl_base", None)

@@ -15,7 +15,7 @@ import math
 import numbers
 from typing import Any, Mapping
 
-from ._backend import is_array, namespace_of
+from ._backend import base_of, is_array, namespace_of
 
 __all__ = [
     "check_array",
@@ -102,7 +102,7 @@ _KIND_OK: dict = {}
 def _base_namespace(x: Any) -> Any:
     """The raw backend namespace of ``x`` (the taped namespace's base for a taped array)."""
     xp = namespace_of(x)
-    return getattr(xp, "_arrayrl_base", xp)
+    return base_of(xp)
 
 
 def _has_kind(xp: Any, dtype: Any, kind: str) -> bool:

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 
 from . import _kernels
 from . import data as _data
-from ._backend import backend_name, device_of, is_array, is_taped, namespace_of
+from ._backend import backend_name, base_of, device_of, is_array, is_taped, namespace_of
 from ._checks import check_array
 
 __all__ = [
@@ -317,7 +317,7 @@ def batch_entry(batch: Mapping, key: Any, batch_shape: tuple, *, kind: str, what
         raise ValueError(f"{name} ({what}): expected shape {accepted} (the batch shape), got {shape}")
     dtype_kind, label = _KINDS[kind]
     xp = namespace_of(value)
-    xp = getattr(xp, "_arrayrl_base", xp)
+    xp = base_of(xp)
     if not xp.isdtype(value.dtype, dtype_kind):
         raise TypeError(f"{name} ({what}): expected {label} dtype, got {value.dtype}")
     _ENTRY_CACHE.add(sig)

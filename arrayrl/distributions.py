@@ -42,7 +42,7 @@ import math
 from typing import Any, Sequence
 
 from . import ops
-from ._backend import backend_name, device_of, is_taped, namespace_of
+from ._backend import backend_name, base_of, device_of, is_taped, namespace_of
 from ._checks import check_array, check_floating, check_integer
 from ._validate import check_index_range
 from .autodiff import defvjp, primitive, stop_gradient
@@ -79,24 +79,9 @@ def _sg(x: Any) -> Any:
     return stop_gradient(x) if is_taped(x) else x
 
 
-# id(namespace) -> (namespace, its raw namespace): a lookup instead of ``getattr(xp, "_arrayrl_base", xp)``, which on
-# the NumPy module goes through NumPy's module ``__getattr__`` and raises an AttributeError every call
-_RAW_XP: dict[int, tuple] = {}
-
-
-def _raw_xp(xp: Any) -> Any:
-    """The raw namespace under ``xp`` (``xp`` itself for a raw one; the base of a taped namespace)."""
-    hit = _RAW_XP.get(id(xp))
-    if hit is not None and hit[0] is xp:
-        return hit[1]
-    raw = getattr(xp, "_arrayrl_base", xp)
-    _RAW_XP[id(xp)] = (xp, raw)  # (the namespace is kept alive: its id cannot be reused)
-    return raw
-
-
 def _resolution(xp: Any, dtype: Any) -> float:
     """``torch.finfo(dtype).resolution``: ``10 ** -floor(-log10(eps))`` (1e-6 for float32, 1e-15 for float64)."""
-    eps = float(_raw_xp(xp).finfo(dtype).eps)
+    eps = float(base_of(xp).finfo(dtype).eps)
     return 10.0 ** -int(-math.log10(eps))
 
 
@@ -124,7 +109,7 @@ def _param(x: Any, like: Any, name: str) -> Any:
     """A float parameter: Python numbers become arrays of ``like``'s namespace/dtype/device; arrays are checked."""
     xp = namespace_of(like)
     if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return _raw_xp(xp).asarray(float(x), dtype=like.dtype, device=device_of(like))
+        return base_of(xp).asarray(float(x), dtype=like.dtype, device=device_of(like))
     if callable(x) and not hasattr(x, "shape"):
         x = x(like)  # TorchRL accepts a callable scale (torch.ones_like...)
     check_floating(x, name)
@@ -158,7 +143,7 @@ def _draw(generator: Any, noise: Any, sample_shape: Any, shape: tuple, dtype: An
     if generator is None:
         raise TypeError("generator: a Generator (or noise=) is required to sample")
     gxp = getattr(generator, "xp", None)
-    want = backend_name(_raw_xp(namespace_of(like)))
+    want = backend_name(base_of(namespace_of(like)))
     if gxp is not None and backend_name(gxp) != want:
         raise TypeError(f"generator: draws {backend_name(gxp)} arrays, the parameters are {want} arrays")
     full = sample_shape + shape
@@ -187,7 +172,7 @@ xp_add, xp_mul, xp_sub, xp_div = (_binary(n) for n in ("add", "multiply", "subtr
 
 
 def _validate_positive(x: Any, name: str) -> None:
-    xp = _raw_xp(namespace_of(x))
+    xp = base_of(namespace_of(x))
     raw = x.value if is_taped(x) else x
     if not bool(xp.all(raw > 0)):
         raise ValueError(f"{name}: expected strictly positive values (validate_args=True)")
@@ -415,7 +400,7 @@ class _TanhTransform:
                     raise ValueError(f"{name}: shape {_fmt(ev)} does not broadcast to the parameters' shape {_fmt(full)}")
             out.append(b)
         if validate:
-            xp = _raw_xp(namespace_of(*out))
+            xp = base_of(namespace_of(*out))
             if not bool(xp.all(_sg(out[1]) > _sg(out[0]))):
                 raise ValueError("high: must be strictly greater than low (validate_args=True)")
         return out[0], out[1]
@@ -444,7 +429,7 @@ class _TanhTransform:
         return ladj + (math.log(abs(self.half)) if isinstance(self.half, float) else xp.log(xp.abs(self.half)))
 
     def check_support(self, value: Any, xp: Any, owner: str) -> None:
-        raw = _raw_xp(xp)
+        raw = base_of(xp)
         v = _sg(value)
         inside = raw.logical_and(v >= _sg(self.low), v <= _sg(self.high))
         if not bool(raw.all(inside)):
@@ -598,7 +583,7 @@ class Delta(Distribution):
 
     def log_prob(self, value: Any) -> Any:
         _check_value(value, self._full_shape)
-        xp = _raw_xp(namespace_of(value, self.param))
+        xp = base_of(namespace_of(value, self.param))
         v, p = _sg(value), _sg(self.param)
         equal = xp.abs(v - p) < self.atol + self.rtol * xp.abs(p)
         if self.event_shape:
@@ -677,7 +662,7 @@ def _normalize_logits(logits: Any, xp: Any) -> Any:
     Mathematically torch's ``logits - logsumexp(logits)``; subtracting the maximum first keeps the large-magnitude
     cancellation out (float32 logits of 1e4 keep ~1e-7 relative accuracy instead of ~1e-4).
     """
-    raw = _raw_xp(xp)
+    raw = base_of(xp)
     m = raw.max(_sg(logits), axis=-1, keepdims=True)
     m = raw.where(raw.isfinite(m), m, raw.zeros_like(m))
     shifted = logits - m
@@ -716,10 +701,10 @@ class Categorical(Distribution):
             self.logits = _normalize_logits(logits, xp)
             self.probs = ops.softmax(self.logits, axis=-1)
         else:
-            if validate_args and not bool(_raw_xp(xp).all(_sg(probs) >= 0)):
+            if validate_args and not bool(base_of(xp).all(_sg(probs) >= 0)):
                 raise ValueError("probs: expected non-negative values (validate_args=True)")
             self.probs = probs / xp.sum(probs, axis=-1, keepdims=True)
-            eps = float(_raw_xp(xp).finfo(p.dtype).eps)
+            eps = float(base_of(xp).finfo(p.dtype).eps)
             self.logits = xp.log(xp.clip(self.probs, min=eps, max=1 - eps))
         self.batch_shape, self.event_shape = tuple(p.shape[:-1]), ()
 
@@ -735,7 +720,7 @@ class Categorical(Distribution):
         full = tuple(index.shape) + (self.num_categories,)
         if tuple(lp.shape) != full:
             lp = xp.broadcast_to(lp, full)
-        idx = _raw_xp(namespace_of(index)).expand_dims(index, axis=-1)
+        idx = base_of(namespace_of(index)).expand_dims(index, axis=-1)
         return xp.take_along_axis(lp, idx, axis=-1)[..., 0]
 
     def log_prob(self, value: Any) -> Any:
@@ -744,12 +729,12 @@ class Categorical(Distribution):
 
     def entropy(self) -> Any:
         xp = namespace_of(self.logits)
-        lg = xp.clip(self.logits, min=float(_raw_xp(xp).finfo(self.dtype).min))
+        lg = xp.clip(self.logits, min=float(base_of(xp).finfo(self.dtype).min))
         return -xp.sum(lg * self.probs, axis=-1)
 
     def _sample_index(self, generator: Any, sample_shape: Any, noise: Any) -> Any:
         probs = _sg(self.probs)
-        xp = _raw_xp(namespace_of(probs))
+        xp = base_of(namespace_of(probs))
         # the noise may be a taped Tensor: it carries no gradient into an index (raw xp below)
         u = _sg(_draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs))
         cdf = xp.cumulative_sum(probs, axis=-1)
@@ -765,7 +750,7 @@ class Categorical(Distribution):
 
     @property
     def mode(self) -> Any:
-        xp = _raw_xp(namespace_of(self.probs))
+        xp = base_of(namespace_of(self.probs))
         return xp.asarray(xp.astype(xp.argmax(_sg(self.probs), axis=-1), xp.int64))
 
     @property
@@ -797,13 +782,13 @@ class OneHotCategorical(Categorical):
         self.event_shape = (self.num_categories,)
 
     def _one_hot(self, index: Any) -> Any:
-        xp = _raw_xp(namespace_of(index))
+        xp = base_of(namespace_of(index))
         classes = xp.arange(self.num_categories, dtype=index.dtype, device=device_of(index))
         return xp.astype(xp.expand_dims(index, axis=-1) == classes, xp.int64)
 
     def log_prob(self, value: Any) -> Any:
         _check_value(value, self._full_shape)
-        xp = _raw_xp(namespace_of(value))
+        xp = base_of(namespace_of(value))
         v = _sg(value)
         if self.validate_args:
             ok = xp.all(xp.logical_or(v == 0, v == 1)) and xp.all(xp.sum(xp.astype(v, xp.int64), axis=-1) == 1)
@@ -817,12 +802,12 @@ class OneHotCategorical(Categorical):
     def rsample(self, generator: Any = None, sample_shape: Any = (), *, noise: Any = None) -> Any:
         hard = self.sample(generator, sample_shape, noise=noise)
         xp = namespace_of(self.probs)
-        out = _raw_xp(xp).astype(hard, self.dtype)
+        out = base_of(xp).astype(hard, self.dtype)
         return xp_add(out, self.probs - _sg(self.probs))
 
     @property
     def mode(self) -> Any:
-        xp = _raw_xp(namespace_of(self.logits))
+        xp = base_of(namespace_of(self.logits))
         lg = _sg(self.logits)
         return xp.astype(lg == xp.max(lg, axis=-1, keepdims=True), xp.int64)
 
@@ -903,7 +888,7 @@ class MaskedCategorical(Categorical):
         if p.ndim < 1:
             raise ValueError(f"{name}: expected at least 1 dimension [*batch, num_actions], got a 0-d array")
         xp = namespace_of(p)
-        raw = _raw_xp(xp)
+        raw = base_of(xp)
         dev = device_of(p)
         self.validate_args = validate_args
         self.neg_inf = float(neg_inf)
@@ -1008,7 +993,7 @@ class MaskedCategorical(Categorical):
     def _position(self, value: Any) -> tuple:
         """``(position [*S, *B], found [*S, *B])``: the gather position of ``value`` and whether it is an allowed
         action (dense: the mask at ``value``; sparse: ``value`` is among the non-padded indices)."""
-        raw = _raw_xp(namespace_of(value))
+        raw = base_of(namespace_of(value))
         lead = tuple(value.shape[: value.ndim - len(self.batch_shape)])
         if not self._sparse:
             return value, _one_hot_hit(self._full(self._allowed, lead, raw), value, raw)
@@ -1022,7 +1007,7 @@ class MaskedCategorical(Categorical):
 
         if not validation_enabled(value, self.validate_args) or math.prod(tuple(value.shape)) == 0:
             return
-        raw = _raw_xp(namespace_of(found))
+        raw = base_of(namespace_of(found))
         if bool(raw.all(found)):
             return
         flat = raw.reshape(raw.logical_not(found), (-1,))
@@ -1045,7 +1030,7 @@ class MaskedCategorical(Categorical):
         lead = tuple(value.shape[: value.ndim - len(self.batch_shape)])
         src = self.logits if self._finite_fill else self._core
         xp = namespace_of(src, pos)
-        raw = _raw_xp(xp)
+        raw = base_of(xp)
         lp = self._full(src, lead, xp)
         out = xp.take_along_axis(lp, raw.expand_dims(pos, axis=-1), axis=-1)[..., 0]
         if not self._finite_fill:  # a padded position or a masked-out action scores -inf
@@ -1061,14 +1046,14 @@ class MaskedCategorical(Categorical):
         """``-sum_{allowed} p log p`` over the allowed actions (renormalised over them, as TorchRL)."""
         core = self._core
         xp = namespace_of(core)
-        raw = _raw_xp(xp)
+        raw = base_of(xp)
         terms = xp.where(self._support, xp.exp(core) * core, raw.zeros((), dtype=self.dtype, device=device_of(_sg(core))))
         return -xp.sum(terms, axis=-1)
 
     # ---------------------------------------------------------------------------------------- samples
     def _sample_index(self, generator: Any, sample_shape: Any, noise: Any) -> Any:
         probs = _sg(self.probs)
-        xp = _raw_xp(namespace_of(probs))
+        xp = base_of(namespace_of(probs))
         u = _sg(_draw(generator, noise, sample_shape, self.batch_shape, self.dtype, "uniform", probs))
         cdf = xp.cumulative_sum(probs, axis=-1)
         count = xp.sum(xp.astype(cdf <= xp.expand_dims(u, axis=-1), xp.int64), axis=-1)
@@ -1081,14 +1066,14 @@ class MaskedCategorical(Categorical):
     def _to_action(self, pos: Any) -> Any:
         if not self._sparse:
             return pos
-        xp = _raw_xp(namespace_of(pos))
+        xp = base_of(namespace_of(pos))
         lead = tuple(pos.shape[: pos.ndim - len(self.batch_shape)])
         idx = self._full(self._indices, lead, xp)
         return xp.take_along_axis(idx, xp.expand_dims(xp.astype(pos, idx.dtype), axis=-1), axis=-1)[..., 0]
 
     @property
     def mode(self) -> Any:
-        xp = _raw_xp(namespace_of(self.probs))
+        xp = base_of(namespace_of(self.probs))
         return self._to_action(xp.asarray(xp.astype(xp.argmax(_sg(self.probs), axis=-1), xp.int64)))
 
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._backend import backend_name, default_float_dtype, is_array
+from ._backend import backend_name, base_of, default_float_dtype, is_array
 
 __all__ = ["Generator", "NoiseGenerator", "as_generator"]
 
@@ -100,7 +100,7 @@ class Generator:
         wrapped = _wrapped_kind(seed)
         if wrapped == "torch" and xp is None:
             import array_api_compat.torch as xp
-        self.xp = np if xp is None else getattr(xp, "_arrayrl_base", xp)
+        self.xp = np if xp is None else base_of(xp)
         self.device = device
         self._kind = backend_name(self.xp)
         if wrapped is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import rules as _rules  # noqa: F401  (fills the VJP table)
 from .core import VJP_TABLE, Tensor, _entry, _make_primitive
-from .._backend import backend_name
+from .._backend import backend_name, base_of
 
 __all__ = ["TapedNamespace", "taped_namespace", "NON_DIFFERENTIABLE"]
 
@@ -317,7 +317,7 @@ _NAMESPACES: dict[int, TapedNamespace] = {}
 
 def taped_namespace(base: Any) -> TapedNamespace:
     """The (cached) taped namespace over the raw namespace ``base``."""
-    base = getattr(base, "_arrayrl_base", base)
+    base = base_of(base)
     ns = _NAMESPACES.get(id(base))
     if ns is None:
         ns = _NAMESPACES[id(base)] = TapedNamespace(base)

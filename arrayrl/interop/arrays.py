@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import backend_name, device_of, is_array, is_taped, namespace_of, to_numpy
+from .._backend import backend_name, base_of, device_of, is_array, is_taped, namespace_of, to_numpy
 
 __all__ = ["to_torch", "from_torch", "convert"]
 
@@ -100,7 +100,7 @@ def from_torch(t: Any, xp: Any = None, *, device: Any = None, copy: bool = False
         raise TypeError(f"t: expected a dense (strided) tensor, got layout {t.layout}; call t.to_dense() first")
     # lazy conjugate/negative views (t.conj(), torch._neg_view) cannot be exported as they are: materialise them
     t = t.detach().resolve_conj().resolve_neg()
-    kind = "numpy" if xp is None else backend_name(getattr(xp, "_arrayrl_base", xp))
+    kind = "numpy" if xp is None else backend_name(base_of(xp))
     if kind != "torch" and str(t.dtype).removeprefix("torch.") in _NO_NUMPY_DTYPES:
         raise TypeError(f"t: torch dtype {t.dtype} has no NumPy/array-API equivalent; convert it first "
                         f"(e.g. t.float())")
@@ -115,7 +115,7 @@ def from_torch(t: Any, xp: Any = None, *, device: Any = None, copy: bool = False
 
         out = cupy.from_dlpack(t.contiguous())
         return out.copy() if copy else out
-    base = getattr(xp, "_arrayrl_base", xp)
+    base = base_of(xp)
     arr = t.cpu().numpy()
     return base.asarray(arr, copy=True, device=device) if device is not None else base.asarray(arr, copy=True)
 
@@ -127,7 +127,7 @@ def convert(x: Any, xp: Any, *, device: Any = None) -> Any:
     :func:`to_torch`/:func:`from_torch`. Otherwise ``xp.from_dlpack``, falling back to a NumPy copy.
     """
     x = _raw(x)
-    target = getattr(xp, "_arrayrl_base", xp)
+    target = base_of(xp)
     tname = backend_name(target)
     sname = backend_name(namespace_of(x))
     if sname == tname:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import backend_name, default_float_dtype
+from .._backend import backend_name, base_of, default_float_dtype
 from ..random import Generator, as_generator
 
 __all__ = ["Module", "ParamSlot", "resolve_generator"]
@@ -42,7 +42,7 @@ def resolve_generator(generator: Any = None, xp: Any = None, device: Any = None)
     generator = as_generator(generator, "generator")
     gxp = getattr(generator, "xp", None)
     if xp is not None and gxp is not None:
-        want = backend_name(getattr(xp, "_arrayrl_base", xp))
+        want = backend_name(base_of(xp))
         if backend_name(gxp) != want:
             raise TypeError(f"generator: draws {backend_name(gxp)} arrays but xp= is {want}")
     return generator

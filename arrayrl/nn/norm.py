@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import data as _data
 from .. import ops
-from .._backend import device_of, namespace_of
+from .._backend import base_of, device_of, namespace_of
 from .._checks import check_floating
 from ..random import _index
 from ..tree import tree_flatten, tree_unflatten
@@ -91,7 +91,7 @@ class _BatchNormBase(_Layer):
             from .module import resolve_generator
 
             xp = resolve_generator(None, None, device).xp
-        xp = getattr(xp, "_arrayrl_base", xp)
+        xp = base_of(xp)
         if dtype is None:
             from .._backend import default_float_dtype
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .._backend import device_of, is_taped, namespace_of
+from .._backend import base_of, device_of, is_taped, namespace_of
 from ..random import _index, as_generator
 from ..tree import tree_flatten, tree_leaves, tree_map, tree_paths, tree_unflatten
 
@@ -194,7 +194,7 @@ def cast_params(tree: Any, dtype: Any) -> Any:
 
     def _cast(x: Any) -> Any:
         xp = namespace_of(x)
-        base = getattr(xp, "_arrayrl_base", xp)
+        base = base_of(xp)
         if base.isdtype(x.dtype, "real floating") and x.dtype != dtype:
             try:
                 floating = base.isdtype(dtype, "real floating")

@@ -36,7 +36,7 @@ import numbers
 from typing import Any
 
 from .. import ops
-from .._backend import default_float_dtype, device_of, namespace_of
+from .._backend import base_of, default_float_dtype, device_of, namespace_of
 from .._checks import check_floating, check_scalar_range
 from ..autodiff import stop_gradient
 from ..random import Generator
@@ -106,7 +106,7 @@ def default_bins(num_bins: int = DEFAULT_NUM_BINS, *, xp: Any = None, dtype: Any
         raise ValueError(f"num_bins: must be at least 2, got {num_bins}")
     if xp is None:  # the default namespace of arrayrl's initialisers (that of a default Generator: NumPy)
         xp = Generator(0, device=device).xp
-    xp = getattr(xp, "_arrayrl_base", xp)
+    xp = base_of(xp)
     dtype = default_float_dtype(xp, device) if dtype is None else dtype
     kw = {} if device is None else {"device": device}
     half_size = num_bins // 2

@@ -58,7 +58,7 @@ import warnings
 from typing import Any, Mapping
 
 from .. import _cupy_kernels, _numba_scan
-from .._backend import is_array, namespace_of
+from .._backend import base_of, is_array, namespace_of
 from .._checks import (
     check_bool,
     check_floating,
@@ -218,7 +218,7 @@ def _coef(ctx: _Ctx, value: Any, name: str, low: float = 0.0, high: float = 1.0,
         return value
     namespace_of(ctx.ref, value, names=(ctx.ref_name, name))  # TypeError if another library or device
     own = namespace_of(value)
-    if not getattr(own, "_arrayrl_base", own).isdtype(value.dtype, ("real floating", "integral")):
+    if not base_of(own).isdtype(value.dtype, ("real floating", "integral")):
         raise TypeError(f"{name}: expected a number or a real array, got dtype {dtype_name(value.dtype)}")
     xp = ctx.xp
     shape = tuple(value.shape)

@@ -3,7 +3,7 @@
 * ``data.get_or`` on plain dicts (the ``type(node) is dict`` path) and on other mappings;
 * ``random._shape`` of a clean tuple returns it unchanged, and still rejects bad entries by name;
 * ``loss.params = new`` with an equal layout (the fast layout walk) and its errors for a wrong shape/dtype/key;
-* ``distributions._raw_xp`` (the cached namespace lookup) for raw and taped namespaces;
+* ``_backend.base_of`` (the cached namespace lookup) for raw, taped and unhashable namespaces;
 * ``_kernels.sigmoid`` (branch-free) equals the two-branch ``where`` formula bit for bit and torch's float64 sigmoid;
 * ``_kernels._finite_max`` (pairwise maximum over a short last axis) equals ``np.max`` (NaN, inf included), and
   ``softmax``/``logsumexp`` match torch in float64.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from arrayrl import _kernels, data, distributions
+from arrayrl import _kernels, data
 from arrayrl.autodiff import Tensor
 from arrayrl.random import _shape
 
@@ -88,14 +88,20 @@ def test_params_setter_fast_layout_and_errors():
     loss.params = taped  # a taped leaf of the right layout passes the check (another leaf type: the general walk)
 
 
-def test_raw_xp_cached_lookup():
-    from arrayrl._backend import namespace_of
+def test_base_of_cached_lookup():
+    from arrayrl._backend import base_of, namespace_of
 
     xp = namespace_of(np.ones(2))
     taped = namespace_of(Tensor(np.ones(2)))
-    assert distributions._raw_xp(xp) is xp
-    assert distributions._raw_xp(taped) is xp and distributions._raw_xp(taped) is xp  # (second call: the cache)
-    assert distributions._raw_xp(np) is np
+    assert base_of(xp) is xp
+    assert base_of(taped) is xp and base_of(taped) is xp  # (second call: the cache)
+    assert base_of(np) is np
+
+    class Unhashable:  # a namespace object that cannot key the cache still gets its base
+        __hash__ = None
+        _arrayrl_base = np
+
+    assert base_of(Unhashable()) is np
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
