@@ -91,18 +91,38 @@ def ones_vector(xp: Any, n: int, like: Any) -> Any:
     return xp.ones((n,), dtype=like.dtype, device=like.device)
 
 
+def _bit_masked(cond: Any, a: Any) -> bool:
+    """The bit-mask selections apply: NumPy arrays, a boolean ``cond`` of ``a``'s shape."""
+    return type(a) is _np.ndarray and type(cond) is _np.ndarray and a.shape == cond.shape and cond.dtype == _np.bool_
+
+
 def zero_where(cond: Any, a: Any) -> Any:
     """``where(cond, 0, a)`` with an exact ``+0.0`` where ``cond`` is True (never ``a * mask``: NaN/inf in ``a``
     where ``cond`` holds do not leak). ``cond`` must have ``a``'s shape.
 
-    NumPy accelerator (arrays of at least 2048 elements): ``a``'s bits AND ``-(not cond)``, bit-identical.
-    """
-    if type(a) is _np.ndarray and type(cond) is _np.ndarray and a.size >= _FAST_MIN_SIZE and a.shape == cond.shape:
+    NumPy accelerator (a boolean ``cond``): from 2048 elements ``a``'s bits AND ``-(not cond)`` (bit-identical),
+    below it ``np.where`` itself (a call costs more than the loop there)."""
+    if _bit_masked(cond, a):
+        if a.size < _FAST_MIN_SIZE:
+            return _np.where(cond, 0.0, a)
         keep = _np.subtract(cond.view(_np.int8), _np.int8(1), out=_pool.empty(a.shape, f"i{a.dtype.itemsize}"))  # 0 where cond, all bits else
         _np.bitwise_and(a.view(keep.dtype), keep, out=keep)
         return keep.view(a.dtype)
     xp = namespace_of(a)
     return xp.where(cond, xp.zeros((), dtype=a.dtype, device=a.device), a)
+
+
+def keep_where(cond: Any, a: Any) -> Any:
+    """``where(cond, a, 0)``: :func:`zero_where` with the condition the other way round, in one pass on NumPy
+    (``a``'s bits AND ``-cond``, no negated mask built first)."""
+    if _bit_masked(cond, a):
+        if a.size < _FAST_MIN_SIZE:
+            return _np.where(cond, a, 0.0)
+        keep = _np.negative(cond.view(_np.int8), out=_pool.empty(a.shape, f"i{a.dtype.itemsize}"))  # all bits where cond
+        _np.bitwise_and(a.view(keep.dtype), keep, out=keep)
+        return keep.view(a.dtype)
+    xp = namespace_of(a)
+    return xp.where(cond, a, xp.zeros((), dtype=a.dtype, device=a.device))
 
 
 def expand_to(xp: Any, a: Any, shape: tuple) -> Any:

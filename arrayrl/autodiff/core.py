@@ -867,8 +867,6 @@ def tape_position() -> int:
 # NumPy accelerators of the VJP rules (the rules in rules.py take them on raw NumPy arrays only; the generic path
 # with ``where`` runs everywhere else, and tests/autodiff/test_ad_rule_fastpaths.py checks that both agree)
 
-_BOOL = _np.dtype(bool)
-
 
 def _is_nd(a: Any) -> bool:
     """``a`` is a NumPy array (not a NumPy scalar, not a Tensor, not another backend's array)."""
@@ -879,12 +877,12 @@ def np_zero_half(g: Any, zero: Any, half: Any) -> Any:
     """``where(zero, 0, where(half, g / 2, g))`` on NumPy arrays (``zero``, ``half``: boolean arrays of ``g``'s shape).
 
     The maximum/minimum cotangent (``zero``: the operand loses, ``half``: a tie). :func:`arrayrl._kernels.zero_where`
-    (a fresh array, exact ``+0.0``, a bit mask; ``np.where`` below its size threshold, where a call costs more
-    than the loop) then one in-place halving masked by ``half``
+    (a fresh array, exact ``+0.0``: a bit mask, or ``np.where`` below its size threshold) then one in-place halving
+    masked by ``half``
     (``g * 0.5``, bit-identical to the ``where`` form; ties are rare, so the masked loop is cheap). NaN/inf in ``g``
     where ``zero`` holds do not leak.
     """
-    out = _kernels.zero_where(zero, g) if g.size >= _kernels._FAST_MIN_SIZE else _np.where(zero, 0.0, g)
+    out = _kernels.zero_where(zero, g)
     _np.multiply(out, 0.5, out=out, where=half)
     return out
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from .. import _kernels, _pool
 
-from .core import _BOOL, VJP_TABLE, _entry, _is_nd, defvjp, defvjp_argnum, np_zero_half, sum_to_shape
+from .core import VJP_TABLE, _entry, _is_nd, defvjp, defvjp_argnum, np_zero_half, sum_to_shape
 from .core import _raw_add as _add, _raw_div as _div, _raw_mul as _mul, _raw_neg as _neg, _raw_sub as _sub
-from .core import _raw_eq as _eq, _raw_gt as _gt, _raw_lt as _lt, _raw_not as _not
+from .core import _raw_eq as _eq, _raw_gt as _gt, _raw_lt as _lt
 from .tuning import matmul as _mm  # xp.matmul under the BLAS thread policy on NumPy
 
 __all__ = ["DIFFERENTIABLE", "ELEMENTWISE"]
@@ -202,13 +202,6 @@ _reg("maximum", *_maxmin_rules(_lt), elementwise=True)
 _reg("minimum", *_maxmin_rules(_gt), elementwise=True)
 
 
-def _bit_select(g, c) -> bool:
-    """Take :func:`arrayrl._kernels.zero_where`'s bit mask for ``where``'s cotangents: NumPy arrays, a boolean
-    condition of ``g``'s shape, large enough for the mask to beat ``where`` (whose loop is slow on an unpredictable
-    condition: 90 vs 11 us at 256 x 64)."""
-    return _is_nd(g) and _is_nd(c) and c.shape == g.shape and c.dtype == _BOOL and g.size >= _kernels._FAST_MIN_SIZE
-
-
 # clip(x, min, max) is recorded with positional bounds (the namespace wrapper moves them); torch.clamp semantics.
 def _clip_x(xp, g, ans, x, lo, hi):
     if lo is None and hi is None:
@@ -237,10 +230,10 @@ def _clip_hi(xp, g, ans, x, lo, hi):
 
 
 def _keep_where(xp, mask, g):
-    """``where(mask, g, 0)`` (NumPy, large: :func:`arrayrl._kernels.zero_where`'s bit mask in a pooled buffer;
-    the same values)."""
-    if _bit_select(g, mask):
-        return _kernels.zero_where(_not(mask), g)
+    """``where(mask, g, 0)``: the cotangent selected, never multiplied by a mask (a NaN of the other branch stays
+    out). NumPy: :func:`arrayrl._kernels.keep_where` (a bit mask from 2048 elements; the same values)."""
+    if _is_nd(g):
+        return _kernels.keep_where(mask, g)
     return xp.where(mask, g, 0.0)
 
 
@@ -248,15 +241,13 @@ _reg("clip", _clip_x, _clip_lo, _clip_hi, elementwise=True)
 
 
 def _where_x(xp, g, ans, c, x, y):
-    """``where(c, g, 0)``: the cotangent selected, never multiplied by a mask (a NaN of the other branch stays out)."""
-    if _bit_select(g, c):
-        return _kernels.zero_where(_not(c), g)
-    return xp.where(c, g, 0.0)
+    """``where(c, g, 0)`` (:func:`_keep_where`)."""
+    return _keep_where(xp, c, g)
 
 
 def _where_y(xp, g, ans, c, x, y):
-    """``where(c, 0, g)`` (see :func:`_where_x`)."""
-    if _bit_select(g, c):
+    """``where(c, 0, g)`` (see :func:`_keep_where`)."""
+    if _is_nd(g):
         return _kernels.zero_where(c, g)
     return xp.where(c, 0.0, g)
 

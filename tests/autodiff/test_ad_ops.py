@@ -158,6 +158,23 @@ def test_zero_where_numpy_accelerator_is_bit_identical_to_generic(dtype, n):
     np.testing.assert_array_equal(_kernels.zero_where(cond[::2], strided), np.where(cond[::2], dtype(0), strided))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [5, 4096])  # below and above the accelerator's size threshold
+def test_keep_where_numpy_accelerator_is_bit_identical_to_generic(dtype, n):
+    """``keep_where(c, a) = where(c, a, 0)`` bit for bit (+0.0 where not ``c``; NaN/inf/-0.0 kept where ``c``)."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(n, 3)).astype(dtype)
+    a[:4, 0] = [np.nan, np.inf, -np.inf, -0.0]
+    cond = rng.random(size=(n, 3)) < 0.5
+    cond[:4, 0] = [True, False, True, True]
+    got = _kernels.keep_where(cond, a)
+    want = np.where(cond, a, dtype(0))
+    assert got.dtype == dtype and got.shape == a.shape
+    np.testing.assert_array_equal(got.view(f"i{a.itemsize}"), want.view(f"i{a.itemsize}"))
+    strided = a[::2]
+    np.testing.assert_array_equal(_kernels.keep_where(cond[::2], strided), np.where(cond[::2], strided, dtype(0)))
+
+
 def test_ops_on_other_backends_return_backend_arrays(raw_xp):
     x = raw_xp.from_numpy(np.array([[-1.0, 0.5, 2.0], [0.0, -3.0, 1.0]]))
     for fn in (ops.relu, ops.sigmoid, ops.softplus, ops.smooth_l1, ops.silu, lambda v: ops.logsumexp(v, axis=1)):
