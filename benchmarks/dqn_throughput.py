@@ -30,6 +30,36 @@ import tempfile
 import time
 
 
+# ------------------------------------------------------------------------------------- the twins' shared parts
+def torch_setup(seed: int, threads: int):
+    """torch on ``threads`` threads; Python, NumPy and torch seeded with ``seed``; returns ``(numpy, torch)``."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np, torch
+
+
+def vector_env(env_id: str, num_envs: int):
+    """CleanRL's layout: ``num_envs`` copies of ``env_id`` in a SyncVectorEnv with SAME_STEP autoreset."""
+    import gymnasium as gym
+
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def real_next(next_obs, infos):
+    """The real next observations: ``next_obs`` with each ended episode's final observation put back."""
+    real = next_obs.copy()
+    if "final_obs" in infos:
+        for i in infos["_final_obs"].nonzero()[0]:
+            real[i] = infos["final_obs"][i]
+    return real
+
+
 def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
     """CleanRL's epsilon schedule: linear from ``start`` to ``end`` over ``duration`` steps, then ``end``."""
     return max((end - start) / duration * t + start, end)
@@ -37,19 +67,13 @@ def linear_schedule(start: float, end: float, duration: float, t: int) -> float:
 
 def plain_torch(steps: int, learning_starts: int, seed: int, threads: int) -> dict:
     """CleanRL dqn.py (same defaults), torch CPU; returns {"steps_per_s", "wall_time", "episodes"}."""
-    import gymnasium as gym
-    import numpy as np
-    import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
-    torch.set_num_threads(threads)
+    np, torch = torch_setup(seed, threads)
     lr, buffer_size, gamma, tau, target_freq, batch_size = 2.5e-4, 10_000, 0.99, 1.0, 500, 128
     start_e, end_e, exploration_fraction, train_frequency = 1.0, 0.05, 0.5, 10
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = vector_env("CartPole-v1", 1)
     envs.single_action_space.seed(seed)
 
     def qnetwork():
@@ -79,10 +103,7 @@ def plain_torch(steps: int, learning_starts: int, seed: int, threads: int) -> di
             actions = torch.argmax(q_values, dim=1).cpu().numpy()
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         episodes += int(np.sum(terminations | truncations))
-        real_next_obs = next_obs.copy()
-        if "final_obs" in infos:
-            for i in np.flatnonzero(infos["_final_obs"]):
-                real_next_obs[i] = infos["final_obs"][i]
+        real_next_obs = real_next(next_obs, infos)
         obs_b[pos], next_obs_b[pos], act_b[pos], rew_b[pos], done_b[pos] = (
             obs[0], real_next_obs[0], actions[0], rewards[0], terminations[0])
         pos = (pos + 1) % buffer_size

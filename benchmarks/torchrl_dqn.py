@@ -27,23 +27,17 @@ import time
 
 def torchrl_dqn(steps: int, learning_starts: int, seed: int, threads: int) -> dict:
     """Run the loop for ``steps`` env steps; returns ``{"steps_per_s", "wall_time", "episodes"}``."""
-    import gymnasium as gym
-    import numpy as np
-    import torch
     from tensordict import TensorDict
     from torchrl.data import LazyTensorStorage, ReplayBuffer
     from torchrl.modules import MLP, QValueActor
     from torchrl.objectives import DQNLoss, HardUpdate, ValueEstimators
 
     from arrayrl.recipes.dqn_cartpole import Options
-    from dqn_throughput import linear_schedule  # (benchmarks/ is on sys.path: the script's folder)
+    from dqn_throughput import linear_schedule, real_next, torch_setup, vector_env  # (benchmarks/: on sys.path)
 
     a = Options()
-    torch.set_num_threads(threads)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(a.env_id)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    np, torch = torch_setup(seed, threads)
+    envs = vector_env(a.env_id, 1)
     envs.single_action_space.seed(seed)
     n_obs, n_act = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
 
@@ -68,13 +62,10 @@ def torchrl_dqn(steps: int, learning_starts: int, seed: int, threads: int) -> di
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         done = terminations | truncations
         episodes += int(done.sum())
-        real_next = next_obs.copy()
-        if "final_obs" in infos:
-            for i in np.flatnonzero(infos["_final_obs"]):
-                real_next[i] = infos["final_obs"][i]
+        next_real = real_next(next_obs, infos)
         rb.extend(TensorDict({
             "observation": torch.from_numpy(obs), "action": torch.from_numpy(actions),
-            "next": {"observation": torch.from_numpy(real_next),
+            "next": {"observation": torch.from_numpy(next_real),
                      "reward": torch.from_numpy(rewards.astype(np.float32)).reshape(-1, 1),
                      "done": torch.from_numpy(done).reshape(-1, 1),
                      "terminated": torch.from_numpy(terminations).reshape(-1, 1)},

@@ -31,16 +31,14 @@ import argparse
 import json
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from dqn_throughput import _load, append_csv  # (benchmarks/ is the script's folder: on sys.path)
+from dqn_throughput import _load, append_csv, real_next, torch_setup, vector_env  # (the script's folder)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # algorithm -> (recipe, default steps, default learning_starts or None for on-policy)
 ALGOS = {
@@ -52,24 +50,6 @@ ALGOS = {
 
 
 # ------------------------------------------------------------------------------------------------ shared torch parts
-def _torch_setup(seed: int, threads: int):
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(threads)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return np, torch
-
-
-def _vector_env(env_id: str, num_envs: int):
-    import gymnasium as gym
-
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(num_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-
 class _Ring:
     """CleanRL's (stable-baselines3) replay buffer: NumPy ring arrays, uniform indices, ``torch.from_numpy``."""
 
@@ -95,25 +75,17 @@ class _Ring:
         return f(self.obs[idx]), f(self.actions[idx]), f(self.next_obs[idx]), f(self.rewards[idx]), f(self.dones[idx])
 
 
-def _real_next(next_obs, infos):
-    real = next_obs.copy()
-    if "final_obs" in infos:
-        for i in infos["_final_obs"].nonzero()[0]:
-            real[i] = infos["final_obs"][i]
-    return real
-
-
 # ------------------------------------------------------------------------------------------------ PPO
 def plain_torch_ppo(steps: int, learning_starts: int | None, seed: int, threads: int) -> dict:
     """CleanRL ppo.py (defaults of ``ppo-cartpole``), torch CPU."""
-    np, torch = _torch_setup(seed, threads)
+    np, torch = torch_setup(seed, threads)
     import torch.nn as nn
     from torch.distributions.categorical import Categorical
 
     from arrayrl.recipes.ppo_cartpole import Options
 
     a = Options()
-    envs = _vector_env(a.env_id, a.num_envs)
+    envs = vector_env(a.env_id, a.num_envs)
     batch_size = a.num_envs * a.num_steps
     minibatch_size = batch_size // a.num_minibatches
     num_iterations = steps // batch_size
@@ -234,7 +206,7 @@ def _soft_update(net, target, tau: float) -> None:
 
 def _off_policy_twin(name: str, steps: int, learning_starts: int, seed: int, threads: int) -> dict:
     """CleanRL sac_continuous_action.py (``name == "sac"``) or td3_continuous_action.py (``"td3"``), torch CPU."""
-    np, torch = _torch_setup(seed, threads)
+    np, torch = torch_setup(seed, threads)
     import torch.nn as nn
     import torch.nn.functional as F
 
@@ -243,7 +215,7 @@ def _off_policy_twin(name: str, steps: int, learning_starts: int, seed: int, thr
     else:
         from arrayrl.recipes.td3_pendulum import Options
     a = Options()
-    envs = _vector_env(a.env_id, a.num_envs)
+    envs = vector_env(a.env_id, a.num_envs)
     envs.single_action_space.seed(seed)
     space = envs.single_action_space
     n_obs, n_act, hidden = envs.single_observation_space.shape[0], int(np.prod(space.shape)), a.hidden_sizes
@@ -310,7 +282,7 @@ def _off_policy_twin(name: str, steps: int, learning_starts: int, seed: int, thr
                 actions = actions.cpu().numpy().clip(space.low, space.high)
         next_obs, rewards, terminations, truncations, infos = envs.step(actions)
         episodes += int(np.sum(terminations | truncations))
-        rb.add(obs, _real_next(next_obs, infos), actions, rewards, terminations)
+        rb.add(obs, real_next(next_obs, infos), actions, rewards, terminations)
         obs = next_obs
         if global_step <= learning_starts:
             continue
