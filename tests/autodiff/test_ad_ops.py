@@ -142,37 +142,29 @@ def test_relu_nan_and_inf_like_torch():
     np.testing.assert_array_equal(g, tx.grad.numpy())
 
 
+# each selection kernel and its golden: np.where with the zero on the same side
+SELECTIONS = {"zero_where": (_kernels.zero_where, lambda c, a: np.where(c, a.dtype.type(0), a)),
+              "keep_where": (_kernels.keep_where, lambda c, a: np.where(c, a, a.dtype.type(0)))}
+
+
+@pytest.mark.parametrize("kind", sorted(SELECTIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [5, 4096])  # below and above the accelerator's size threshold
-def test_zero_where_numpy_accelerator_is_bit_identical_to_generic(dtype, n):
+def test_selection_numpy_accelerators_are_bit_identical_to_where(kind, dtype, n):
+    """``zero_where(c, a) = where(c, 0, a)`` and ``keep_where(c, a) = where(c, a, 0)`` bit for bit: an exact +0.0
+    where zeroed, NaN/inf/-0.0 kept elsewhere, strided inputs too."""
+    select, golden = SELECTIONS[kind]
     rng = np.random.default_rng(0)
     a = rng.normal(size=(n, 3)).astype(dtype)
     a[:4, 0] = [np.nan, np.inf, -np.inf, -0.0]
     cond = rng.random(size=(n, 3)) < 0.5
     cond[:4, 0] = [True, False, True, False]
-    got = _kernels.zero_where(cond, a)
-    want = np.where(cond, dtype(0), a)
+    got = select(cond, a)
+    want = golden(cond, a)
     assert got.dtype == dtype and got.shape == a.shape
     np.testing.assert_array_equal(got.view(f"i{a.itemsize}"), want.view(f"i{a.itemsize}"))
     strided = a[::2]
-    np.testing.assert_array_equal(_kernels.zero_where(cond[::2], strided), np.where(cond[::2], dtype(0), strided))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [5, 4096])  # below and above the accelerator's size threshold
-def test_keep_where_numpy_accelerator_is_bit_identical_to_generic(dtype, n):
-    """``keep_where(c, a) = where(c, a, 0)`` bit for bit (+0.0 where not ``c``; NaN/inf/-0.0 kept where ``c``)."""
-    rng = np.random.default_rng(1)
-    a = rng.normal(size=(n, 3)).astype(dtype)
-    a[:4, 0] = [np.nan, np.inf, -np.inf, -0.0]
-    cond = rng.random(size=(n, 3)) < 0.5
-    cond[:4, 0] = [True, False, True, True]
-    got = _kernels.keep_where(cond, a)
-    want = np.where(cond, a, dtype(0))
-    assert got.dtype == dtype and got.shape == a.shape
-    np.testing.assert_array_equal(got.view(f"i{a.itemsize}"), want.view(f"i{a.itemsize}"))
-    strided = a[::2]
-    np.testing.assert_array_equal(_kernels.keep_where(cond[::2], strided), np.where(cond[::2], strided, dtype(0)))
+    np.testing.assert_array_equal(select(cond[::2], strided), golden(cond[::2], strided))
 
 
 def test_ops_on_other_backends_return_backend_arrays(raw_xp):
